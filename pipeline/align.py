@@ -1,0 +1,236 @@
+"""Stage `align`: detect, align and crop every source image of the labeled and unlabeled sets.
+
+Writes `<out>/<set>/faces.npy`, `index.parquet`, `rejects.csv` and `preview.png` for each set (built in a
+temporary folder and renamed into place), and flat metrics to `reports/align.json`. Bad inputs never
+stop the stage: they become rows of rejects.csv; the stage fails only when the accepted fraction of a
+set falls below `align.min_accept_fraction`.
+"""
+from __future__ import annotations
+
+import csv
+import time
+import zlib
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lrlivae.data.aligned import FACES, INDEX, REJECTS, AlignedWriter
+from lrlivae.data.records import FaceRecord, Reject
+from lrlivae.io import atomic_write_json, image_grid, replace_dir, save_png, temp_dir_beside
+from pipeline.params import AlignParams, AlignSource, Params
+from pipeline.tracking import stage_run
+
+NO_FACE_PREFIX = "no face"
+
+
+class AlignStageError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------ worker side
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: dict) -> None:
+    from lrlivae.faces.detect import make_detector
+    from lrlivae.faces.landmarks import make_landmarker
+
+    det_opts = dict(cfg["opencv"]) if cfg["detector"] == "opencv" else {}
+    if cfg["detector"] == "face_alignment":
+        det_opts["device"] = cfg["device"]
+    lm_opts = {"device": cfg["device"]} if cfg["landmarks"] == "face_alignment" else {}
+    _WORKER["detector"] = make_detector(cfg["detector"], **det_opts)
+    _WORKER["landmarker"] = make_landmarker(cfg["landmarks"], **lm_opts)
+    _WORKER["cfg"] = cfg
+
+
+def _process(record: FaceRecord):
+    from lrlivae.faces.process import align_record
+
+    cfg = _WORKER["cfg"]
+    try:
+        return align_record(
+            record,
+            _WORKER["detector"],
+            _WORKER["landmarker"],
+            size=cfg["size"],
+            margin=cfg["margin"],
+            min_score=cfg["min_score"],
+            max_pixels=cfg["max_pixels"],
+        )
+    except Exception as e:  # one bad file among thousands must not stop the stage
+        return Reject(record.path, f"unexpected error: {type(e).__name__}: {e}")
+
+
+def align_records(records: list[FaceRecord], cfg: AlignParams, desc: str = "align"):
+    """Yield align_record results in input order, with `cfg.workers` processes."""
+    worker_cfg = cfg.model_dump(mode="json")
+    if cfg.workers <= 1 or len(records) < 2:
+        _init_worker(worker_cfg)
+        for r in tqdm(records, desc=desc, unit="img", mininterval=1.0):
+            yield _process(r)
+        return
+    ctx = get_context("spawn") if cfg.detector == "face_alignment" or cfg.landmarks == "face_alignment" else get_context()
+    chunk = max(1, min(32, len(records) // (cfg.workers * 8) or 1))
+    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(worker_cfg,)) as pool:
+        for result in tqdm(pool.imap(_process, records, chunksize=chunk), total=len(records), desc=desc, unit="img", mininterval=1.0):
+            yield result
+
+
+# ------------------------------------------------------------------------------ splits
+def assign_splits(groups: list[str], paths: list[str], cifar_split: list[str | None], split, seed: int) -> list[str]:
+    """Deterministic per-identity split: within each group (identity), rows ordered by source path are
+    shuffled by a generator seeded from (seed, group) and cut by the split fractions. CIFAR rows keep
+    their official test split; the validation rows come from its training part."""
+    out = [""] * len(groups)
+    by_group: dict[tuple[str, str], list[int]] = {}
+    for i, (g, cs) in enumerate(zip(groups, cifar_split)):
+        by_group.setdefault((g, cs or ""), []).append(i)
+    for (g, cs), rows in sorted(by_group.items()):
+        rows = sorted(rows, key=lambda i: paths[i])
+        rng = np.random.default_rng([seed, zlib.crc32(g.encode()), zlib.crc32(cs.encode())])
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+        n = len(rows)
+        if cs == "test":
+            labels = ["test"] * n
+        elif cs == "train":
+            n_val = int(round(n * split.val / (split.train + split.val)))
+            labels = ["val"] * n_val + ["train"] * (n - n_val)
+        else:
+            n_test = int(round(n * split.test))
+            n_val = int(round(n * split.val))
+            if n >= 3:  # every identity with a few images lands in train and test
+                n_test = max(1, n_test)
+                n_val = min(n_val, n - n_test - 1)
+            labels = ["test"] * n_test + ["val"] * n_val + ["train"] * (n - n_test - n_val)
+        for i, lab in zip(rows, labels):
+            out[i] = lab
+    return out
+
+
+# ------------------------------------------------------------------------------ one set
+def _listing(src: AlignSource, root: Path, lists: list[Path], seed: int):
+    from lrlivae.data.sources import list_source
+
+    listing = list_source(
+        src.source, root, lists=lists or None, n_identities=src.n_identities, drop_labels=src.drop_labels, seed=seed
+    )
+    if src.drop_labels:  # generic: the true identity is kept only for evaluation
+        listing.records = [
+            r if not r.identity else FaceRecord(
+                path=r.path, identity="", box=r.box, landmarks=r.landmarks,
+                factors={**r.factors, "true_identity": r.identity}, sha256=r.sha256, pixels=r.pixels,
+            )
+            for r in listing.records
+        ]
+    return listing
+
+
+def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], out: Path, params: Params) -> dict:
+    """Align one set into `out` (replaced atomically). Returns its metrics (keys prefixed by set name)."""
+    cfg = params.align
+    listing = _listing(src, root, lists, params.seed)
+    records = listing.records
+    if not records and not listing.rejects:
+        raise AlignStageError(f"{set_name}: source {src.source!r} at {root} lists no images")
+    tmp = temp_dir_beside(out)
+    writer = AlignedWriter(tmp / FACES, capacity=len(records), size=cfg.size)
+    rows: list[dict] = []
+    rejects: list[Reject] = list(listing.rejects)
+    for rec, res in zip(records, align_records(records, cfg, desc=f"align {set_name}")):
+        if isinstance(res, Reject):
+            rejects.append(res)
+            continue
+        row = writer.append(res.crop)
+        entry = {
+            "row": row,
+            "path": rec.path,
+            "identity": rec.identity,
+            "detector": res.detector,
+            "method": res.method,
+        }
+        box = res.box if res.box is not None else (np.nan,) * 4
+        entry.update({f"box_{k}": float(v) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
+        lms = np.full((5, 2), np.nan) if res.landmarks is None else np.asarray(res.landmarks, dtype=float)
+        for i in range(5):
+            entry[f"lm_{i}_x"], entry[f"lm_{i}_y"] = float(lms[i, 0]), float(lms[i, 1])
+        for k, v in rec.factors.items():
+            entry[k if k in ("true_identity", "cifar_split") else f"f_{k}"] = v
+        rows.append(entry)
+    writer.close()
+
+    index = pd.DataFrame(rows)
+    n_total = len(records) + len(listing.rejects)
+    n_ok = len(index)
+    if n_ok:
+        groups = (index["true_identity"] if "true_identity" in index else index["identity"]).fillna("").astype(str)
+        cifar = index["cifar_split"].tolist() if "cifar_split" in index else [None] * n_ok
+        index["split"] = assign_splits(groups.tolist(), index["path"].tolist(), cifar, cfg.split, params.seed)
+    else:
+        index["split"] = pd.Series(dtype=str)
+    index.to_parquet(tmp / INDEX, index=False)
+    with open(tmp / REJECTS, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason"])
+        w.writerows((r.path, r.reason) for r in rejects)
+    if n_ok:
+        faces = np.load(tmp / FACES, mmap_mode="r")
+        pick = np.linspace(0, n_ok - 1, num=min(64, n_ok)).astype(int)
+        save_png(tmp / "preview.png", image_grid(np.asarray(faces[pick]), ncol=8))
+        del faces
+
+    no_face = sum(r.reason.startswith(NO_FACE_PREFIX) for r in rejects)
+    decoded = n_ok + no_face
+    accept = n_ok / n_total if n_total else 0.0
+    metrics = {
+        f"{set_name}_images": n_total,
+        f"{set_name}_accepted": n_ok,
+        f"{set_name}_rejected": len(rejects),
+        f"{set_name}_accept_fraction": round(accept, 6),
+        f"{set_name}_detection_rate": round(n_ok / decoded, 6) if decoded else 0.0,
+        f"{set_name}_identities": int(index["identity"].replace("", np.nan).nunique()) if n_ok else 0,
+    }
+    for s in ("train", "val", "test"):
+        metrics[f"{set_name}_{s}"] = int((index["split"] == s).sum()) if n_ok else 0
+    if accept < cfg.min_accept_fraction:
+        import shutil
+
+        kept = out.parent / f"{out.name}.rejected-run"
+        shutil.rmtree(kept, ignore_errors=True)
+        tmp.rename(kept)
+        raise AlignStageError(
+            f"{set_name}: only {n_ok} of {n_total} images ({accept:.1%}) were accepted, under "
+            f"align.min_accept_fraction = {cfg.min_accept_fraction}; see {kept / REJECTS} for the reasons"
+        )
+    replace_dir(tmp, out)
+    return metrics
+
+
+def run(
+    params: Params,
+    params_path: Path,
+    sets: dict[str, tuple[Path, list[Path]]],
+    out_dir: Path,
+    metrics_path: Path,
+) -> dict:
+    """Align each named set: sets = {'labeled': (root, list_files), 'unlabeled': (root, list_files)}."""
+    metrics: dict[str, float] = {}
+    with stage_run("align", params.model_dump(mode="json"), params_path) as tracker:
+        start = time.perf_counter()
+        for set_name, (root, lists) in sets.items():
+            src: AlignSource = getattr(params.align, set_name)
+            out = Path(out_dir) / set_name
+            metrics.update(align_set(set_name, src, Path(root), lists, out, params))
+            tracker.log_artifact(out / "preview.png", artifact_path=f"preview_{set_name}")
+            tracker.log_artifact(out / REJECTS, artifact_path=f"rejects_{set_name}")
+            print(
+                f"align {set_name}: {metrics[f'{set_name}_accepted']}/{metrics[f'{set_name}_images']} accepted, "
+                f"detection rate {metrics[f'{set_name}_detection_rate']:.3f}"
+            )
+        seconds = time.perf_counter() - start
+        atomic_write_json(metrics_path, metrics)
+        tracker.log_metrics({**metrics, "seconds": seconds})
+    return metrics

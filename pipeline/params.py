@@ -1,0 +1,155 @@
+"""The schema of params.yaml, validated on load.
+
+Paper symbols are top-level keys (so `dvc exp run -S lambda_lkd=0.1` works as written); stage settings
+are grouped under the stage's name. An unknown key, a wrong type or an out-of-range value stops the
+command before any work, with a message naming the key.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ---------------------------------------------------------------------------------------------- synth
+class SynthSet(Strict):
+    n_identities: int = Field(ge=1, le=100_000)
+    images_per_identity: int = Field(ge=1, le=100_000)
+
+
+class SynthParams(Strict):
+    labeled: SynthSet = SynthSet(n_identities=40, images_per_identity=60)
+    unlabeled: SynthSet = SynthSet(n_identities=10, images_per_identity=40)
+    frame_size: tuple[int, int] = (128, 160)
+    workers: int = Field(default=2, ge=1, le=256)
+
+    @field_validator("frame_size")
+    @classmethod
+    def _frame_range(cls, v):
+        lo, hi = v
+        if not (64 <= lo <= hi <= 2048):
+            raise ValueError(f"must be [min, max] with 64 <= min <= max <= 2048, got {list(v)}")
+        return v
+
+
+# ---------------------------------------------------------------------------------------------- align
+SourceKind = Literal["synthetic", "facescrub", "casia", "imagefolder", "cifar10", "cifar100"]
+
+
+class AlignSource(Strict):
+    """Which source feeds a set. Its location on disk is a path, so it lives in dvc.yaml."""
+
+    source: SourceKind = "synthetic"
+    n_identities: Optional[int] = Field(default=None, ge=1, description="pick this many identities at random (CASIA: 200)")
+    drop_labels: bool = False
+
+
+class Split(Strict):
+    train: float = Field(default=0.7, gt=0, lt=1)
+    val: float = Field(default=0.1, ge=0, lt=1)
+    test: float = Field(default=0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class OpenCVDetector(Strict):
+    scale_factor: float = Field(default=1.1, gt=1.0, le=2.0)
+    min_neighbors: int = Field(default=5, ge=0, le=50)
+    min_size: int = Field(default=24, ge=8, le=1024)
+
+
+class AlignParams(Strict):
+    labeled: AlignSource = AlignSource()
+    unlabeled: AlignSource = AlignSource(drop_labels=True)
+    detector: Literal["opencv", "face_alignment", "annotations"] = "opencv"
+    landmarks: Literal["face_alignment", "annotations", "none"] = "annotations"
+    device: str = "cpu"
+    size: int = Field(default=64, ge=16, le=512)
+    margin: float = Field(default=0.2, ge=0.0, le=2.0, description="box crops: margin per edge, fraction of the box side")
+    min_score: float = Field(default=0.0, description="drop detections scoring below this")
+    split: Split = Split()
+    min_accept_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_pixels: int = Field(default=50_000_000, ge=10_000)
+    workers: int = Field(default=2, ge=1, le=256)
+    opencv: OpenCVDetector = OpenCVDetector()
+
+
+# ---------------------------------------------------------------------------------------------- root
+class Params(Strict):
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # Paper symbols (Algorithm 1, Eq. 9). Defaults for the synthetic set are chosen by measurement.
+    lambda_lkd: float = Field(default=0.1, ge=0.0)
+    lambda_kl: float = Field(default=1.0, ge=0.0)
+    lambda_rec: float = Field(default=10.0, ge=0.0)
+    n_gm: int = Field(default=3, ge=0, le=100)
+    synth: SynthParams = SynthParams()
+    align: AlignParams = AlignParams()
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names the key."""
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid parameters:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and where it is nested)"
+        elif "input" in e and e["type"] != "missing" and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError with a message naming each bad key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: parameters file not found") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read parameters file: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ParamsError(_format_errors(path, e)) from None
+
+
+def params_hash(path: str | Path) -> str:
+    """sha256 of the params file's bytes (first 12 hex digits), used to tag runs."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists and tuples become their string form."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
