@@ -76,6 +76,43 @@ def align(
         _fail(e)
 
 
+def _train(stage: str, params: Path, data: Path, out: Path, metrics: Path, init: Optional[Path]) -> None:
+    from pipeline.training import TrainingError, run_training
+
+    p = _load(params)
+    if not (data / "faces.npy").exists():
+        _fail(FileNotFoundError(f"{data}/faces.npy does not exist; run `dvc repro align` first"))
+    if init is not None and not init.exists():
+        _fail(FileNotFoundError(f"{init} does not exist; run `dvc repro train_gm` first"))
+    try:
+        run_training(stage, p, params, data, out, metrics, init_checkpoint=init)
+    except TrainingError as e:
+        _fail(e)
+
+
+@app.command("train-gm")
+def train_gm(
+    params: Path = PARAMS_OPT,
+    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    out: Path = typer.Option(Path("models/train_gm"), help="folder for model.pt"),
+    metrics: Path = typer.Option(Path("reports/train_gm.json"), help="metrics JSON"),
+) -> None:
+    """Stage 1: pre-train Encoder^s and the Gaussian-mixture prior with L_GM (Eq. 9)."""
+    _train("train_gm", params, data, out, metrics, None)
+
+
+@app.command("train-joint")
+def train_joint(
+    params: Path = PARAMS_OPT,
+    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    init: Path = typer.Option(Path("models/train_gm/model.pt"), help="the train_gm checkpoint to start from"),
+    out: Path = typer.Option(Path("models/train_joint"), help="folder for model.pt"),
+    metrics: Path = typer.Option(Path("reports/train_joint.json"), help="metrics JSON"),
+) -> None:
+    """Stage 2: Algorithm 1, n_gm GM steps then one joint step of every network, per iteration."""
+    _train("train_joint", params, data, out, metrics, init)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

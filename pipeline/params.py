@@ -86,6 +86,56 @@ class AlignParams(Strict):
     opencv: OpenCVDetector = OpenCVDetector()
 
 
+# ---------------------------------------------------------------------------------------------- model
+class ModelParams(Strict):
+    """The architecture (lrlivae.nn.config.ModelConfig); n_classes and image size come from the data."""
+
+    arch: Literal["small", "paper_faces", "paper_cifar"] = "small"
+    width: float = Field(default=1.0, gt=0, le=16, description="channel multiplier of the small nets")
+    zs_dim: int = Field(default=32, ge=1, le=4096)
+    zu_dim: int = Field(default=32, ge=1, le=4096)
+    enc_hidden: Optional[int] = Field(default=None, ge=1)
+    adv_hidden: int = Field(default=256, ge=1)
+    disc_hidden: Optional[int] = Field(default=None, ge=1)
+    gm_var_min: float = Field(default=1e-3, gt=0)
+    gm_var_max: float = Field(default=1e2, gt=0)
+    gm_var_init: float = Field(default=1.0, gt=0)
+    gm_mean_init: float = Field(default=1.0, ge=0)
+
+
+# ---------------------------------------------------------------------------------------------- training
+class TrainCommon(Strict):
+    steps: int = Field(ge=1, description="GM steps (train_gm) or Algorithm 1 iterations (train_joint)")
+    batch_size: int = Field(default=64, ge=2, le=65536)
+    lr: float = Field(default=5e-4, gt=0, le=1)
+    beta1: float = Field(default=0.0, ge=0, lt=1)
+    beta2: float = Field(default=0.9, ge=0, lt=1)
+    sigma_lr_decay: float = Field(default=0.01, gt=0, le=1, description="GM variance lr factor ...")
+    sigma_lr_decay_epochs: float = Field(default=2.0, ge=0, description="... after this many GM epochs")
+    margin: float = Field(default=0.0, ge=0, description="GM-loss margin alpha")
+    lkd_reduction: Literal["mean", "sum"] = "mean"
+    checkpoint_every: int = Field(default=100, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    grid_classes: int = Field(default=8, ge=1, description="classes shown in the per-epoch sample grid")
+
+
+class TrainGMParams(TrainCommon):
+    steps: int = Field(default=150, ge=1)
+
+
+class TrainJointParams(TrainCommon):
+    steps: int = Field(default=400, ge=1)
+    rec_s: float = Field(default=1.0, ge=0, description="L_rec weight in the Encoder^s update")
+    rec_dec: float = Field(default=10.0, gt=0, description="L_rec weight in the decoder update")
+    adv_e: float = Field(default=1.0, ge=0, description="L_E^adv weight in the Encoder^u update")
+    gan_g: float = Field(default=1.0, ge=0, description="generator GAN weight; 0 turns the discriminator off")
+    gan_loss: Literal["hinge", "bce"] = "hinge"
+    kl_reduction: Literal["mean", "sum"] = "mean"
+    rec_reduction: Literal["mean", "sum"] = "mean"
+
+
 # ---------------------------------------------------------------------------------------------- root
 class Params(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -96,6 +146,9 @@ class Params(Strict):
     n_gm: int = Field(default=3, ge=0, le=100)
     synth: SynthParams = SynthParams()
     align: AlignParams = AlignParams()
+    model: ModelParams = ModelParams()
+    train_gm: TrainGMParams = TrainGMParams()
+    train_joint: TrainJointParams = TrainJointParams()
 
 
 class ParamsError(ValueError):

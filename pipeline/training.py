@@ -1,0 +1,183 @@
+"""What the training stages share: build the model from params and data, run the Trainer with MLflow
+logging, and measure the result. `train_gm` and `train_joint` are thin callers of `run_training`."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrlivae.data.aligned import AlignedFaces
+from lrlivae.io import atomic_write_json
+from lrlivae.nn.config import ModelConfig
+from lrlivae.nn.model import build_discriminator, build_model
+from lrlivae.train import distributed as ddp
+from lrlivae.train import monitor
+from lrlivae.train.checkpoint import load_checkpoint
+from lrlivae.train.loop import NonFiniteLoss, Trainer, TrainSettings
+from lrlivae.train.steps import LossWeights
+from pipeline.params import Params, TrainCommon
+from pipeline.tracking import stage_run
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def _file_digest(path: Path, limit: int = 1 << 20) -> str:
+    """sha256 of a file's size and first/last MiB (cheap, and changes whenever the data does)."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(limit))
+        f.seek(max(0, path.stat().st_size - limit))
+        h.update(f.read(limit))
+    return h.hexdigest()
+
+
+def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig:
+    m = params.model
+    return ModelConfig(arch=m.arch, image_size=image_size, zs_dim=m.zs_dim, zu_dim=m.zu_dim, n_classes=n_classes,
+                       width=m.width, enc_hidden=m.enc_hidden, adv_hidden=m.adv_hidden, disc_hidden=m.disc_hidden,
+                       gm_var_min=m.gm_var_min, gm_var_max=m.gm_var_max, gm_var_init=m.gm_var_init,
+                       gm_mean_init=m.gm_mean_init)
+
+
+def loss_weights(params: Params, cfg: TrainCommon) -> LossWeights:
+    extra = {}
+    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "kl_reduction", "rec_reduction"):
+        if hasattr(cfg, k):
+            extra[k] = getattr(cfg, k)
+    return LossWeights(lambda_lkd=params.lambda_lkd, lambda_kl=params.lambda_kl, lambda_rec=params.lambda_rec,
+                       margin=cfg.margin, lkd_reduction=cfg.lkd_reduction, **extra)
+
+
+def load_model(path: Path, device="cpu"):
+    """Rebuild a trained model from its checkpoint alone (no params.yaml needed)."""
+    st = load_checkpoint(path, map_location=device)
+    cfg = ModelConfig.from_dict(st["model_config"])
+    model = build_model(cfg).to(device)
+    model.load_state_dict(st["model"])
+    model.eval()
+    return model, st
+
+
+def _factor_columns(index) -> list[str]:
+    return [c for c in index.columns if c.startswith("f_")]
+
+
+def quality_metrics(model, ds: AlignedFaces, identities: list[str], device, mode: str) -> dict:
+    """The stage's measured figures on the held-out splits (see README: Training)."""
+    labels = ds.labels(identities)
+    tr, va, te = (ds.split_indices(s) for s in ("train", "val", "test"))
+    tr, va, te = (r[labels[r] >= 0] for r in (tr, va, te))
+    out: dict[str, float] = {}
+    codes = {name: monitor.encode_rows(model, ds.faces, rows, device) for name, rows in (("train", tr), ("val", va), ("test", te))}
+    for name, rows in (("val", va), ("test", te)):
+        if len(rows):
+            out[f"gm_{name}_accuracy"] = monitor.gm_accuracy(model, codes[name].zs, labels[np.sort(rows)])
+    if mode == "gm" or not len(te):
+        return out
+    y_tr, y_te = labels[np.sort(tr)], labels[np.sort(te)]
+    out["recon_mse_test"] = monitor.reconstruction_mse(model, ds.faces, te, device)
+    out["chance_accuracy"] = 1.0 / len(identities)
+    out["zs_probe_accuracy"] = monitor.probe_accuracy(codes["train"].zs, y_tr, codes["test"].zs, y_te)
+    out["zu_probe_accuracy"] = monitor.probe_accuracy(codes["train"].mu, y_tr, codes["test"].mu, y_te)
+    stats = monitor.latent_stats(codes["test"])
+    out.update({k: v for k, v in stats.items() if k != "zu_kl_per_dim"})
+    out["zu_dim"] = model.cfg.zu_dim
+    index = ds.index
+    tr_i, te_i = index.iloc[np.sort(tr)], index.iloc[np.sort(te)]
+    for col in _factor_columns(index):
+        f_tr, f_te = tr_i[col].to_numpy(), te_i[col].to_numpy()
+        if not np.issubdtype(f_tr.dtype, np.number) or np.std(f_tr) == 0:
+            continue
+        name = col[2:]
+        discrete = np.allclose(f_tr, np.round(f_tr)) and len(np.unique(f_tr)) <= 12
+        for code in ("zs", "zu"):
+            z_tr = codes["train"].zs if code == "zs" else codes["train"].mu
+            z_te = codes["test"].zs if code == "zs" else codes["test"].mu
+            if discrete:
+                out[f"factor_{name}_{code}_acc"] = monitor.probe_accuracy(z_tr, f_tr.astype(int), z_te, f_te.astype(int))
+            else:
+                out[f"factor_{name}_{code}_r2"] = monitor.probe_r2(z_tr, f_tr, z_te, f_te)
+    return out
+
+
+def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, out_dir: Path,
+                 metrics_path: Path, init_checkpoint: Path | None = None) -> dict:
+    cfg: TrainCommon = getattr(params, stage)
+    mode = "gm" if stage == "train_gm" else "joint"
+    info, device = ddp.init_from_env(cfg.device)
+    torch.manual_seed(params.seed)
+    ds = AlignedFaces(data_dir)
+    init = load_checkpoint(init_checkpoint, map_location="cpu") if init_checkpoint else None
+    identities = list(init["identities"]) if init else ds.identities
+    if not identities:
+        raise TrainingError(f"{data_dir}: the set has no identities; training needs a labeled set")
+    if init and set(identities) != set(ds.identities):
+        raise TrainingError(f"{init_checkpoint} was trained on other identities than {data_dir} holds")
+    labels = ds.labels(identities)
+    rows = ds.split_indices("train")
+    rows = rows[labels[rows] >= 0]
+    model_cfg = ModelConfig.from_dict(init["model_config"]) if init else model_config(params, ds.faces.shape[1], len(identities))
+    model = build_model(model_cfg).to(device)
+    if init:
+        model.load_state_dict(init["model"])
+    disc = build_discriminator(model_cfg).to(device) if mode == "joint" else None
+    settings = TrainSettings(mode=mode, steps=cfg.steps, batch_size=cfg.batch_size, n_gm=params.n_gm, lr=cfg.lr,
+                             beta1=cfg.beta1, beta2=cfg.beta2, sigma_lr_decay=cfg.sigma_lr_decay,
+                             sigma_lr_decay_epochs=cfg.sigma_lr_decay_epochs, checkpoint_every=cfg.checkpoint_every,
+                             log_every=cfg.log_every, precision=cfg.precision, seed=params.seed,
+                             weights=loss_weights(params, cfg))
+    fp = {
+        "stage": stage, "cfg": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "seed": params.seed,
+        "lambda": [params.lambda_lkd, params.lambda_kl, params.lambda_rec, params.n_gm], "world": info.world,
+        "data": [_file_digest(Path(data_dir) / "faces.npy"), _file_digest(Path(data_dir) / "index.parquet")],
+        "init": _file_digest(init_checkpoint) if init_checkpoint else None,
+    }
+    fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+    ckpt = Path(out_dir) / "model.pt"
+    extra = {"stage": stage, "model_config": model_cfg.to_dict(), "identities": identities}
+    grid_classes = list(range(min(cfg.grid_classes, len(identities))))
+    val_rows = ds.split_indices("val")
+    val_rows = val_rows[labels[val_rows] >= 0]
+    track = stage_run(stage, params.model_dump(mode="json"), params_path) if info.is_main else contextlib.nullcontext()
+    with track as tracker:
+        def log_fn(metrics: dict, step: int) -> None:
+            tracker.log_metrics(metrics, step=step)
+
+        def on_epoch(trainer: Trainer, epoch: int) -> None:
+            step = trainer.step
+            if len(val_rows):
+                codes = monitor.encode_rows(model, ds.faces, val_rows, device)
+                m = {"acc/gm/val": monitor.gm_accuracy(model, codes.zs, labels[np.sort(val_rows)])}
+                if mode == "joint":
+                    stats = monitor.latent_stats(codes)
+                    m.update({"zu/active_units": stats["zu_active_units"], "zu/kl_per_dim_mean": stats["zu_kl_per_dim_mean"]})
+                    m.update({f"zu_kl/dim_{j:03d}": float(v) for j, v in enumerate(stats["zu_kl_per_dim"])})
+                tracker.log_metrics(m, step=step)
+            if mode == "joint":
+                tracker.log_image(monitor.sample_grid(model, grid_classes, 8, seed=params.seed), f"samples_epoch{epoch:03d}.png")
+                tracker.log_image(monitor.recon_grid(model, ds.faces, val_rows[:16] if len(val_rows) else rows[:16], device),
+                                  f"recon_epoch{epoch:03d}.png")
+
+        trainer = Trainer(model, disc, ds.faces, rows, labels, settings, ckpt, fingerprint, extra_state=extra,
+                          device=device, dist=info, log_fn=log_fn if info.is_main else None,
+                          on_epoch=on_epoch if info.is_main else None,
+                          gm_epochs_before=float(init.get("gm_epochs", 0.0)) if init else 0.0)
+        try:
+            trainer.run()
+        except NonFiniteLoss as e:
+            raise TrainingError(str(e)) from None
+        if not info.is_main:
+            return {}
+        metrics = quality_metrics(model, ds, identities, device, mode)
+        metrics["steps"] = trainer.step
+        atomic_write_json(metrics_path, metrics)
+        tracker.log_metrics(metrics, step=trainer.step)
+        tracker.log_artifact(ckpt, artifact_path="checkpoint")
+    print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("factor_")))
+    return metrics

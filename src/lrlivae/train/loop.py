@@ -1,0 +1,271 @@
+"""One training loop shared by the training stages, read top to bottom:
+
+    resume (if an unfinished checkpoint of the same run exists)
+    for each iteration:
+        n_gm GM steps on fresh batches          (mode "gm": the whole stage is GM steps)
+        one joint step                          (mode "joint")
+        stop on a non-finite loss, naming the term and the step
+        log named scalars; at each epoch end call on_epoch; checkpoint every `checkpoint_every`
+    final checkpoint, marked finished
+
+The checkpoint holds the model, discriminator, optimisers, sampler positions, RNG states and step, so a
+run killed at any moment and started again ends with the same weights as one never interrupted (CPU).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+from lrlivae.train import distributed as ddp
+from lrlivae.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lrlivae.train.sampler import EpochSampler
+from lrlivae.train.steps import LossWeights, gm_step, joint_step
+
+CHECKPOINT_FORMAT = "lrlivae-checkpoint-1"
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainSettings:
+    mode: Literal["gm", "joint"]
+    steps: int  # GM steps (mode gm) or joint iterations (mode joint)
+    batch_size: int = 64
+    n_gm: int = 3  # GM steps per joint iteration (Algorithm 1)
+    lr: float = 5e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    sigma_lr_decay: float = 0.01  # the GM variances' learning rate is multiplied by this ...
+    sigma_lr_decay_epochs: float = 2.0  # ... after this many epochs of GM steps (paper: 0.01 after 2)
+    checkpoint_every: int = 100
+    log_every: int = 10
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
+    seed: int = 0
+    weights: LossWeights = field(default_factory=LossWeights)
+
+
+class Trainer:
+    """Trains an LrLiVAE (and its discriminator) on uint8 faces with integer labels."""
+
+    def __init__(self, model, disc, faces, rows: np.ndarray, labels: np.ndarray, settings: TrainSettings,
+                 checkpoint_path: Path, fingerprint: str, extra_state: dict | None = None,
+                 device: torch.device | str = "cpu", dist: ddp.DistInfo = ddp.DistInfo(),
+                 log_fn: Callable[[dict, int], None] | None = None,
+                 on_epoch: Callable[["Trainer", int], None] | None = None,
+                 gm_epochs_before: float = 0.0):
+        self.model, self.disc, self.faces = model, disc, faces
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.s, self.w = settings, settings.weights
+        self.checkpoint_path, self.fingerprint = Path(checkpoint_path), fingerprint
+        self.extra_state = extra_state or {}
+        self.device, self.dist = torch.device(device), dist
+        self.log_fn, self.on_epoch = log_fn, on_epoch
+        self.gm_epochs_before = gm_epochs_before
+        s = settings
+        betas = (s.beta1, s.beta2)
+        self.opt_gm = torch.optim.Adam(
+            [
+                {"params": list(model.enc_s.parameters()), "name": "enc_s"},
+                {"params": model.prior.mean_parameters(), "name": "gm_means"},
+                {"params": model.prior.variance_parameters(), "name": "gm_logvars"},
+            ],
+            lr=s.lr, betas=betas,
+        )
+        self.opt_g = self.opt_d = None
+        if s.mode == "joint":
+            self.opt_g = torch.optim.Adam(
+                [{"params": list(getattr(model, n).parameters()), "name": n} for n in ("enc_s", "enc_u", "dec", "adv")],
+                lr=s.lr, betas=betas,
+            )
+            if disc is not None and self.w.gan_g > 0:
+                self.opt_d = torch.optim.Adam(disc.parameters(), lr=s.lr, betas=betas)
+        base = int(s.seed) * 1000 + dist.rank
+        self.gm_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 1, rank=dist.rank, world=dist.world)
+        self.joint_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 2, rank=dist.rank, world=dist.world)
+        self.generator = torch.Generator(device=self.device).manual_seed(base + 17)
+        self.step = 0
+        self.last_saved_step = -1
+
+    # ------------------------------------------------------------------ state
+    def _trained(self):
+        return [self.model] + ([self.disc] if self.disc is not None else [])
+
+    def state_dict(self, finished: bool) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "finished": finished,
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "mode": self.s.mode,
+            "settings": {k: v for k, v in asdict(self.s).items() if k != "weights"},
+            "weights": asdict(self.w),
+            "model": self.model.state_dict(),
+            "disc": self.disc.state_dict() if self.disc is not None else None,
+            "opt_gm": self.opt_gm.state_dict(),
+            "opt_g": self.opt_g.state_dict() if self.opt_g is not None else None,
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "sampler_gm": self.gm_sampler.state_dict(),
+            "sampler_joint": self.joint_sampler.state_dict(),
+            "rng": {**rng_state(), "generator": self.generator.get_state()},
+            "gm_epochs": self.gm_epochs,
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        self.model.load_state_dict(st["model"])
+        if self.disc is not None and st.get("disc") is not None:
+            self.disc.load_state_dict(st["disc"])
+        self.opt_gm.load_state_dict(st["opt_gm"])
+        if self.opt_g is not None:
+            self.opt_g.load_state_dict(st["opt_g"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(st["opt_d"])
+        self.gm_sampler.load_state_dict(st["sampler_gm"])
+        self.joint_sampler.load_state_dict(st["sampler_joint"])
+        set_rng_state(st["rng"])
+        self.generator.set_state(st["rng"]["generator"])
+        self.step = int(st["step"])
+        self.last_saved_step = self.step
+
+    def try_resume(self) -> bool:
+        """Continue from an unfinished checkpoint of this very run (same fingerprint), if there is one."""
+        if not self.checkpoint_path.exists():
+            return False
+        try:
+            st = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        except ValueError:
+            return False
+        if st.get("format") != CHECKPOINT_FORMAT or st.get("finished") or st.get("fingerprint") != self.fingerprint:
+            return False
+        self.load_state_dict(st)
+        return True
+
+    def save(self, finished: bool = False) -> None:
+        for m in self._trained():
+            ddp.average_buffers(m, self.dist.world)
+        if self.dist.is_main:
+            save_checkpoint(self.checkpoint_path, self.state_dict(finished))
+        ddp.barrier(self.dist)
+        self.last_saved_step = self.step
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def gm_epochs(self) -> float:
+        return self.gm_epochs_before + self.gm_sampler.epoch_progress
+
+    def _update_sigma_lr(self) -> float:
+        decayed = self.gm_epochs >= self.s.sigma_lr_decay_epochs
+        lr = self.s.lr * (self.s.sigma_lr_decay if decayed else 1.0)
+        for g in self.opt_gm.param_groups:
+            if g["name"] == "gm_logvars":
+                g["lr"] = lr
+        return lr
+
+    # ------------------------------------------------------------------ steps
+    def _batch(self, sampler: EpochSampler):
+        from lrlivae.data.aligned import to_float_tensor
+
+        rows = sampler.next()
+        order = np.argsort(rows, kind="stable")
+        imgs = np.empty((len(rows),) + self.faces.shape[1:], dtype=np.uint8)
+        imgs[order] = self.faces[rows[order]]
+        x = to_float_tensor(imgs).to(self.device, non_blocking=True)
+        y = self.labels[rows].to(self.device, non_blocking=True)
+        return x, y
+
+    def _autocast(self):
+        if self.s.precision == "bf16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def _check(self, total: torch.Tensor, scalars: dict) -> None:
+        if ddp.all_finite(total, self.dist) and all(math.isfinite(float(v)) for v in scalars.values()):
+            return
+        bad = [k for k, v in scalars.items() if not math.isfinite(float(v))] or ["loss/total"]
+        kept = (f"the last good checkpoint {self.checkpoint_path} (step {self.last_saved_step}) is kept"
+                if self.last_saved_step >= 0 else "no checkpoint had been written yet")
+        raise NonFiniteLoss(f"non-finite {bad[0]} at step {self.step + 1} ({', '.join(bad)}); {kept}")
+
+    def _gm(self) -> dict:
+        self._update_sigma_lr()
+        x, y = self._batch(self.gm_sampler)
+        with self._autocast():
+            total, scalars = gm_step(self.model, self.opt_gm, x, y, self.w)
+        self._check(total, scalars)
+        ddp.allreduce_grads([p for g in self.opt_gm.param_groups for p in g["params"]], self.dist.world)
+        self.opt_gm.step()
+        return scalars
+
+    def _joint(self) -> dict:
+        x, y = self._batch(self.joint_sampler)
+        with self._autocast():
+            total, scalars = joint_step(self.model, self.disc, self.opt_g, self.opt_d, x, y, self.w, self.generator)
+        self._check(total, scalars)
+        params = [p for g in self.opt_g.param_groups for p in g["params"]]
+        if self.opt_d is not None:
+            params += list(self.disc.parameters())
+        ddp.allreduce_grads(params, self.dist.world)
+        self.opt_g.step()
+        if self.opt_d is not None:
+            self.opt_d.step()
+        return scalars
+
+    def run(self) -> None:
+        """Train until `settings.steps`, resuming if possible; writes the finished checkpoint."""
+        s = self.s
+        for m in self._trained():
+            m.train()
+            ddp.broadcast_state(m)
+        resumed = self.try_resume()
+        if resumed and self.dist.is_main:
+            print(f"resuming from {self.checkpoint_path} at step {self.step}/{s.steps}", flush=True)
+        epoch_sampler = self.gm_sampler if s.mode == "gm" else self.joint_sampler
+        from tqdm import tqdm
+
+        bar = tqdm(total=s.steps, initial=self.step, desc=s.mode, unit="it", disable=not self.dist.is_main,
+                   mininterval=2.0)
+        sums: dict[str, float] = {}
+        count, t0 = 0, time.perf_counter()
+        while self.step < s.steps:
+            epoch_before = epoch_sampler.epoch if epoch_sampler.position < epoch_sampler.batches_per_epoch \
+                else epoch_sampler.epoch + 1
+            scalars: dict = {}
+            if s.mode == "gm":
+                scalars.update(self._gm())
+            else:
+                for _ in range(s.n_gm):
+                    scalars.update(self._gm())
+                scalars.update(self._joint())
+            self.step += 1
+            bar.update(1)
+            for k, v in scalars.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+            if self.step % s.log_every == 0 or self.step == s.steps:
+                logged = {k: v / count for k, v in sums.items()}
+                logged["lr/main"] = s.lr
+                logged["lr/gm_sigma"] = self._update_sigma_lr()
+                logged["perf/it_per_s"] = count / max(1e-9, time.perf_counter() - t0)
+                logged["epoch"] = epoch_sampler.epoch_progress
+                if self.log_fn is not None and self.dist.is_main:
+                    self.log_fn(logged, self.step)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss/")
+                                 and k.endswith(("cls", "rec", "kl"))})
+                sums, count, t0 = {}, 0, time.perf_counter()
+            epoch_done = epoch_sampler.position >= epoch_sampler.batches_per_epoch
+            if self.on_epoch is not None and (epoch_done or self.step == s.steps):
+                self.on_epoch(self, epoch_before)
+            if self.step % s.checkpoint_every == 0 and self.step < s.steps:
+                self.save(finished=False)
+        bar.close()
+        self.save(finished=True)

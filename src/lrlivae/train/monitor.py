@@ -1,0 +1,126 @@
+"""What the training stages measure and show: codes of a split, GM accuracy, active z_u units, linear
+probes on the codes, and sample / reconstruction grids. Everything runs in eval mode without gradients
+and restores the model's mode afterwards; fixed seeds make grids comparable across epochs."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lrlivae import losses
+from lrlivae.data.aligned import to_float_tensor, to_uint8_images
+from lrlivae.io import image_grid
+
+
+@contextlib.contextmanager
+def evaluating(*modules):
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+@dataclass
+class Codes:
+    zs: np.ndarray  # (N, zs_dim)
+    mu: np.ndarray  # (N, zu_dim)
+    logvar: np.ndarray  # (N, zu_dim)
+
+
+def encode_rows(model, faces, rows: np.ndarray, device="cpu", batch: int = 256) -> Codes:
+    """z_s and q(z_u | x) parameters of faces[rows], in eval mode."""
+    zs, mu, lv = [], [], []
+    rows = np.sort(np.asarray(rows))
+    with evaluating(model):
+        for i in range(0, len(rows), batch):
+            x = to_float_tensor(np.asarray(faces[rows[i : i + batch]])).to(device)
+            enc = model.encode(x)
+            zs.append(enc.zs.float().cpu())
+            mu.append(enc.mu.float().cpu())
+            lv.append(enc.logvar.float().cpu())
+    cat = lambda a: torch.cat(a).numpy() if a else np.zeros((0, 0), np.float32)  # noqa: E731
+    return Codes(cat(zs), cat(mu), cat(lv))
+
+
+def gm_accuracy(model, zs: np.ndarray, labels: np.ndarray) -> float:
+    with torch.no_grad():
+        pred = model.prior.predict(torch.as_tensor(zs, device=model.device)).cpu().numpy()
+    return float((pred == labels).mean()) if len(labels) else float("nan")
+
+
+def latent_stats(codes: Codes, threshold: float = 0.01) -> dict:
+    """Active z_u units (Burda et al.) and the KL per dimension (nats) over a split."""
+    mu, lv = torch.as_tensor(codes.mu), torch.as_tensor(codes.logvar)
+    kl = losses.kl_per_dim(mu, lv)  # (zu_dim,)
+    return {
+        "zu_active_units": int(losses.active_units(mu, threshold)),
+        "zu_kl_per_dim_mean": float(kl.mean()),
+        "zu_kl_per_dim_max": float(kl.max()),
+        "zu_kl_per_dim": kl.numpy(),
+    }
+
+
+def reconstruction_mse(model, faces, rows: np.ndarray, device="cpu", batch: int = 256) -> float:
+    """Mean squared error (pixels in [-1, 1]) of reconstructions from z_s and the mean of z_u."""
+    err, n = 0.0, 0
+    rows = np.sort(np.asarray(rows))
+    with evaluating(model):
+        for i in range(0, len(rows), batch):
+            x = to_float_tensor(np.asarray(faces[rows[i : i + batch]])).to(device)
+            rec = model.reconstruct(x, sample=False).x_rec.float()
+            err += float(((rec - x) ** 2).mean(dim=(1, 2, 3)).sum())
+            n += len(x)
+    return err / max(1, n)
+
+
+def probe_accuracy(z_train, y_train, z_test, y_test, max_iter: int = 2000) -> float:
+    """Test accuracy of a logistic-regression probe fitted on train codes (standardised)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0))
+    clf.fit(z_train, y_train)
+    return float(clf.score(z_test, y_test))
+
+
+def probe_r2(z_train, f_train, z_test, f_test) -> float:
+    """Test R^2 of a ridge probe from codes to one continuous factor (clipped below at 0)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    reg = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    reg.fit(z_train, f_train)
+    return max(0.0, float(r2_score(f_test, reg.predict(z_test))))
+
+
+def sample_grid(model, classes: list[int], per_class: int, seed: int = 0, zu: torch.Tensor | None = None) -> np.ndarray:
+    """One row per class: z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I) from a fixed seed (eval mode)."""
+    g = torch.Generator(device=model.device).manual_seed(seed)
+    rows = []
+    with evaluating(model):
+        if zu is None:
+            zu = torch.randn(per_class, model.cfg.zu_dim, generator=g, device=model.device)
+        for c in classes:
+            gen = model.generate(y=int(c), n=per_class, generator=g, zu=zu)
+            rows.append(to_uint8_images(gen.x))
+    return image_grid(np.concatenate(rows), ncol=per_class)
+
+
+def recon_grid(model, faces, rows: np.ndarray, device="cpu") -> np.ndarray:
+    """Pairs of columns: the input, then its reconstruction (z_u at its mean)."""
+    x_u8 = np.asarray(faces[np.sort(rows)])
+    with evaluating(model):
+        rec = model.reconstruct(to_float_tensor(x_u8).to(device), sample=False).x_rec
+    rec_u8 = to_uint8_images(rec)
+    pairs = np.stack([x_u8, rec_u8], 1).reshape((-1,) + x_u8.shape[1:])
+    return image_grid(pairs, ncol=16)

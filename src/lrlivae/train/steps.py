@@ -1,0 +1,163 @@
+"""The two training steps of Algorithm 1, each returning named scalars (the loop logs them).
+
+`gm_step` (lines 2-8): Encoder^s and the GM prior on L_GM = L_cls + lambda_lkd L_lkd (Eq. 9).
+
+`joint_step` (lines 9-28): one forward pass, then every network's update from it:
+    Encoder^s   L_rec * w.rec_s + lambda_lkd L_lkd                        (line 24)
+    Encoder^u   L_E^adv * w.adv_e + lambda_kl L_kl + lambda_rec L_rec      (line 25)
+    adv. clf.   L_C^adv                                                    (line 26)
+    Decoder     L_rec * w.rec_dec + L_GD^adv * w.gan_g                     (line 27)
+    Discrim.    L_D^adv on the real image, the reconstruction, a prior sample  (line 28)
+Neither encoder receives a gradient from the discriminator, the adversarial classifier none from
+L_E^adv, and the prior none at all (it is trained by the GM steps).
+
+All generator-side updates come from ONE backward pass of a summed loss. Each network still sees only
+its own terms, with its own weights, because:
+  - the codes enter the reconstruction through `scale_grad`, an identity whose backward multiplies the
+    gradient: the decoder sees rec_dec * L_rec, Encoder^s rec_s * L_rec, Encoder^u lambda_rec * L_rec;
+  - the reconstruction the discriminator judges is decoded again from detached codes, in its own decoder
+    call (same values; batch norm would otherwise couple it to the encoder-dependent batch);
+  - L_E^adv runs the classifier with detached weights, L_C^adv runs it on a detached z_u;
+  - the prior's means and variances enter detached.
+`tests/test_train_steps.py` checks this against per-network gradients computed one by one.
+The discriminator's gradient is taken separately (torch.autograd.grad) from the same forward call, so its
+spectral-norm power iteration advances once per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.func import functional_call
+
+from lrlivae import losses
+from lrlivae.priors import randn
+
+
+@dataclass
+class LossWeights:
+    """Weights of every loss term (paper symbols first)."""
+
+    lambda_lkd: float = 0.1  # L_lkd in L_GM (Eq. 9) and in the Encoder^s joint update
+    lambda_kl: float = 1.0  # L_kl in the Encoder^u update
+    lambda_rec: float = 10.0  # L_rec in the Encoder^u update
+    rec_s: float = 1.0  # L_rec in the Encoder^s update
+    rec_dec: float = 10.0  # L_rec in the decoder update
+    adv_e: float = 1.0  # L_E^adv in the Encoder^u update
+    gan_g: float = 1.0  # L_GD^adv in the decoder update; 0 turns the pixel discriminator off
+    margin: float = 0.0  # GM-loss margin alpha
+    gan_loss: Literal["hinge", "bce"] = "hinge"
+    lkd_reduction: Literal["mean", "sum"] = "mean"
+    kl_reduction: Literal["mean", "sum"] = "mean"
+    rec_reduction: Literal["mean", "sum"] = "mean"
+
+    def __post_init__(self) -> None:
+        if self.rec_dec <= 0:
+            raise ValueError("rec_dec (the decoder's reconstruction weight) must be > 0")
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):  # noqa: D102
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return g * ctx.scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the incoming gradient by `scale` in the backward pass."""
+    return _ScaleGrad.apply(x, scale)
+
+
+def _scalars(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in terms.items()}
+
+
+def gm_step(model, opt_gm: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, w: LossWeights) -> dict:
+    """Algorithm 1 lines 2-8: update Encoder^s, mu_c and Sigma_c on L_GM. Returns detached scalars."""
+    zs = model.enc_s(x)  # (B, zs_dim)
+    terms = losses.gm_loss_terms(zs, y, model.prior.means, model.prior.logvars, alpha=w.margin,
+                                 lkd_reduction=w.lkd_reduction)
+    total = terms.cls + w.lambda_lkd * terms.lkd
+    opt_gm.zero_grad(set_to_none=True)
+    total.backward()
+    with torch.no_grad():
+        acc = (model.prior.predict(zs) == y).float().mean()
+    return total, _scalars({"loss/gm/cls": terms.cls, "loss/gm/lkd": terms.lkd, "loss/gm/total": total,
+                            "acc/gm/train": acc})
+
+
+def _d_terms(w: LossWeights, d_real, d_rec, d_sample):
+    if w.gan_loss == "hinge":
+        return losses.d_loss_hinge(d_real, d_rec, d_sample), losses.g_loss_hinge(d_rec, d_sample)
+    return losses.d_loss_bce(d_real, d_rec, d_sample), losses.g_loss_bce(d_rec, d_sample)
+
+
+def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor, w: LossWeights,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Algorithm 1 lines 10-23: every loss term of the joint step, from one forward pass."""
+    prior = model.prior
+    means, logvars = prior.means.detach(), prior.logvars.detach()  # (C, zs_dim)
+    zs = model.enc_s(x)  # (B, zs_dim)
+    mu, logvar = model.enc_u(x)  # (B, zu_dim)
+    eps = randn(tuple(mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+    zu = mu + torch.exp(0.5 * logvar) * eps  # (B, zu_dim), line 14
+    t: dict[str, torch.Tensor] = {}
+    t["lkd"] = losses.lkd_loss(zs, means[y], logvars[y], w.lkd_reduction)  # line 18
+    t["kl"] = losses.kl_loss(mu, logvar, w.kl_reduction)  # line 12
+    frozen_adv = {k: v.detach() for k, v in model.adv.named_parameters()}
+    t["adv_e"] = losses.adv_encoder_loss(functional_call(model.adv, frozen_adv, (zu,)))  # line 15
+    t["adv_c"] = losses.adv_classifier_loss(model.adv(zu.detach()), y)  # line 16
+
+    b = x.shape[0]
+    zs_dim = zs.shape[1]
+    dec = lambda z: model.dec(z[:, :zs_dim], z[:, zs_dim:])  # noqa: E731  (B, zs+zu) -> (B, C, H, W)
+    z_rec = torch.cat([scale_grad(zs, w.rec_s / w.rec_dec), scale_grad(zu, w.lambda_rec / w.rec_dec)], 1)
+    x_rec = dec(z_rec)  # line 19
+    t["rec"] = losses.rec_loss(x, x_rec, w.rec_reduction)
+    if w.gan_g > 0 and disc is not None:
+        # Separate decoder calls: batch norm couples the rows of a batch, so the images the discriminator
+        # judges must come from batches that hold no encoder-dependent code. x_gan equals x_rec in value.
+        x_gan = dec(torch.cat([zs, zu], 1).detach())
+        zs_p = means[y] + torch.exp(0.5 * logvars[y]) * randn(tuple(zs.shape), generator=generator,
+                                                               device=zs.device, dtype=zs.dtype)  # line 20
+        zu_p = randn(tuple(zu.shape), generator=generator, device=zu.device, dtype=zu.dtype)
+        x_p = dec(torch.cat([zs_p, zu_p], 1))  # line 21
+        # One discriminator call on [real; reconstruction; prior sample]: one power iteration.
+        d_out = disc(torch.cat([x, x_gan, x_p], 0), torch.cat([y, y, y], 0))  # (3B,)
+        d_real, d_rec, d_p = d_out.split(b)
+        t["d"], t["g"] = _d_terms(w, d_real, d_rec, d_p)  # lines 22-23
+        t["d_real"], t["d_rec"], t["d_sample"] = d_real.mean(), d_rec.mean(), d_p.mean()
+    t["x_rec"] = x_rec
+    return t
+
+
+def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
+               x: torch.Tensor, y: torch.Tensor, w: LossWeights, generator: torch.Generator | None = None):
+    """Algorithm 1 lines 9-28. Fills .grad of every trained parameter (the caller steps the optimisers,
+    after an all-reduce under data parallelism). Returns (generator-side total, named scalars)."""
+    opt_g.zero_grad(set_to_none=True)
+    if opt_d is not None:
+        opt_d.zero_grad(set_to_none=True)
+    t = joint_forward(model, disc, x, y, w, generator)
+    total = (w.rec_dec * t["rec"] + w.lambda_lkd * t["lkd"] + w.lambda_kl * t["kl"] + w.adv_e * t["adv_e"]
+             + t["adv_c"])
+    d_grads = None
+    if "d" in t:
+        total = total + w.gan_g * t["g"]
+        d_params = [p for p in disc.parameters() if p.requires_grad]
+        d_grads = torch.autograd.grad(t["d"], d_params, retain_graph=True)
+    total.backward()
+    if d_grads is not None:
+        for p, g in zip(d_params, d_grads):
+            p.grad = g
+    names = {"rec": "loss/joint/rec", "lkd": "loss/joint/lkd", "kl": "loss/joint/kl", "adv_e": "loss/joint/adv_e",
+             "adv_c": "loss/joint/adv_c", "d": "loss/joint/d", "g": "loss/joint/g", "d_real": "d/real",
+             "d_rec": "d/rec", "d_sample": "d/sample"}
+    out = {names[k]: v.detach() for k, v in t.items() if k in names}
+    out["loss/joint/total"] = total.detach()
+    return total, out
