@@ -115,18 +115,10 @@ def assign_splits(groups: list[str], paths: list[str], cifar_split: list[str | N
 def _listing(src: AlignSource, root: Path, lists: list[Path], seed: int):
     from lrlivae.data.sources import list_source
 
-    listing = list_source(
+    # drop_labels blanks identities and keeps the truth in factors["true_identity"] (evaluation only)
+    return list_source(
         src.source, root, lists=lists or None, n_identities=src.n_identities, drop_labels=src.drop_labels, seed=seed
     )
-    if src.drop_labels:  # generic: the true identity is kept only for evaluation
-        listing.records = [
-            r if not r.identity else FaceRecord(
-                path=r.path, identity="", box=r.box, landmarks=r.landmarks,
-                factors={**r.factors, "true_identity": r.identity}, sha256=r.sha256, pixels=r.pixels,
-            )
-            for r in listing.records
-        ]
-    return listing
 
 
 def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], out: Path, params: Params) -> dict:

@@ -1,0 +1,314 @@
+"""Face detectors behind one interface: `make_detector(name, **opts).detect(image_rgb, record)`.
+
+Backends:
+
+* "opencv":         Viola-Jones cascade (haarcascade_frontalface_default.xml shipped with OpenCV).
+                    The score is the cascade's level weight (detectMultiScale3 with
+                    outputRejectLevels=True): larger is more confident, typically 0..10.
+* "face_alignment": S3FD from the face-alignment package, score in 0..1.
+* "annotations":    the box the source lists for the record (score 1.0); none listed, no detection.
+
+Boxes are (x0, y0, x1, y1) floats in the pixels of the image passed in. Large images are detected
+on a reduced copy (longest side `max_side`) and the boxes scaled back.
+
+The face-alignment networks need their pretrained weights in the torch hub checkpoint folder
+($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints). When a file is missing a
+download is tried; if that fails `MissingWeightsError` says which files to put where.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import cv2
+import numpy as np
+
+DETECTORS = ("opencv", "face_alignment", "annotations")
+
+S3FD_FILE = "s3fd-619a316812.pth"
+FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
+S3FD_MIN_SIDE = 32
+WEIGHT_URLS = {
+    S3FD_FILE: "https://www.adrianbulat.com/downloads/python-fan/" + S3FD_FILE,
+    FAN_FILE: "https://www.adrianbulat.com/downloads/python-fan/" + FAN_FILE,
+}
+
+
+@dataclass
+class Detection:
+    """One detected face: box (x0, y0, x1, y1), confidence, optional (5, 2) landmarks."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = None
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]: ...
+
+
+def pick_face(detections: list[Detection], min_score: float = 0.0) -> Detection | None:
+    """The largest detection with score >= min_score (ties: the higher score), or None."""
+    ok = [d for d in detections if d.score >= min_score and d.area > 0]
+    if not ok:
+        return None
+    return max(ok, key=lambda d: (d.area, d.score))
+
+
+def _reduce(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """A copy with the longest side at most max_side, and its scale (reduced / original)."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image, 1.0
+    s = max_side / float(max(h, w))
+    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return small, s
+
+
+def check_rgb_image(image: np.ndarray) -> None:
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        raise TypeError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(image, 'shape', None)} "
+                        f"{getattr(image, 'dtype', type(image))}")
+
+
+# --------------------------------------------------------------------------------------- OpenCV
+
+
+_CASCADES: dict[str, cv2.CascadeClassifier] = {}
+_CASCADE_LOCK = threading.Lock()
+
+
+def _cascade(path: str) -> cv2.CascadeClassifier:
+    with _CASCADE_LOCK:
+        c = _CASCADES.get(path)
+        if c is None:
+            c = cv2.CascadeClassifier(path)
+            if c.empty():
+                raise RuntimeError(f"could not load the OpenCV cascade {path}")
+            _CASCADES[path] = c
+        return c
+
+
+class OpenCVDetector:
+    """Viola-Jones frontal face cascade.
+
+    scale_factor, min_neighbors: detectMultiScale parameters. min_size: smallest face side in the
+    input image's pixels. equalize: histogram-equalise the grey image first. max_side: detect on a
+    copy reduced to this longest side."""
+
+    name = "opencv"
+
+    def __init__(
+        self,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size: int = 24,
+        equalize: bool = True,
+        max_side: int | None = 640,
+        cascade: str | os.PathLike | None = None,
+    ):
+        if scale_factor <= 1.0:
+            raise ValueError(f"scale_factor must be > 1, got {scale_factor}")
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.min_size = int(min_size)
+        self.equalize = bool(equalize)
+        self.max_side = max_side
+        self.cascade_path = str(cascade) if cascade else os.path.join(
+            cv2.data.haarcascades, "haarcascade_frontalface_default.xml"
+        )
+
+    def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]:
+        check_rgb_image(image_rgb)
+        small, s = _reduce(image_rgb, self.max_side)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        if self.equalize:
+            gray = cv2.equalizeHist(gray)
+        ms = max(1, int(round(self.min_size * s)))
+        rects, _levels, weights = _cascade(self.cascade_path).detectMultiScale3(
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(ms, ms),
+            outputRejectLevels=True,
+        )
+        out = []
+        weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+        for i, (x, y, w, h) in enumerate(np.asarray(rects, dtype=np.float64).reshape(-1, 4).tolist()):
+            score = float(weights[i]) if i < len(weights) else 0.0
+            out.append(Detection((x / s, y / s, (x + w) / s, (y + h) / s), score))
+        return out
+
+
+# ------------------------------------------------------------------------------- face-alignment
+
+
+class MissingWeightsError(RuntimeError):
+    """Pretrained weights of a face-alignment network are not available and cannot be fetched."""
+
+
+def checkpoint_dir() -> Path:
+    """Where face-alignment looks for weights: torch hub's folder + "/checkpoints"."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _download(url: str, dest: Path, timeout_s: float = 60.0) -> None:
+    """Fetch url into dest atomically (a partial download never takes dest's name)."""
+    import shutil
+    import tempfile
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            shutil.copyfileobj(resp, out, 1 << 20)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def ensure_weights(filenames: list[str] | tuple[str, ...], allow_download: bool = True) -> dict[str, Path]:
+    """Paths of the named checkpoint files in `checkpoint_dir()`, downloading missing ones when
+    allowed. Raises MissingWeightsError naming every file needed and where it must go."""
+    folder = checkpoint_dir()
+    paths = {f: folder / f for f in filenames}
+    failure = ""
+    for f, p in paths.items():
+        if p.is_file():
+            continue
+        if not allow_download:
+            failure = "downloads are disabled"
+            break
+        try:
+            _download(WEIGHT_URLS[f], p)
+        except Exception as e:  # noqa: BLE001 - any download failure gets the same advice
+            failure = f"download failed: {type(e).__name__}: {e}"
+            break
+    missing = [f for f, p in paths.items() if not p.is_file()]
+    if missing:
+        lines = "\n".join(f"  {paths[f]}   (from {WEIGHT_URLS[f]})" for f in missing)
+        raise MissingWeightsError(
+            "face-alignment weights are missing and could not be fetched ("
+            + (failure or "not found")
+            + ").\nPlace these files (plain PyTorch state dicts) at:\n"
+            + lines
+            + "\nThe folder is $TORCH_HOME/hub/checkpoints (TORCH_HOME defaults to ~/.cache/torch)."
+        )
+    return paths
+
+
+def resolve_device(device: str) -> str:
+    """Map "auto" to "cuda" when available, else "cpu"; other device names pass through."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+_MODELS: dict[tuple, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def cached_model(key: tuple, build: Callable[[], Any]) -> Any:
+    """Build a network once per process per key."""
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = build()
+        return _MODELS[key]
+
+
+class FaceAlignmentDetector:
+    """S3FD from face-alignment. filter_threshold: the package's score cut before NMS output;
+    max_side: detect on a copy reduced to this longest side (S3FD on CPU is slow on big images)."""
+
+    name = "face_alignment"
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        filter_threshold: float = 0.5,
+        max_side: int | None = 640,
+        allow_download: bool = True,
+    ):
+        self.device = device
+        self.filter_threshold = float(filter_threshold)
+        self.max_side = max_side
+        self.allow_download = allow_download
+
+    def _net(self):
+        device = resolve_device(self.device)
+        path = ensure_weights([S3FD_FILE], self.allow_download)[S3FD_FILE]
+
+        def build():
+            from face_alignment.detection.sfd.sfd_detector import SFDDetector
+
+            return SFDDetector(device, path_to_detector=str(path), filter_threshold=self.filter_threshold)
+
+        return cached_model(("s3fd", device, str(path), self.filter_threshold), build)
+
+    def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]:
+        check_rgb_image(image_rgb)
+        net = self._net()
+        small, s = _reduce(image_rgb, self.max_side)
+        h, w = small.shape[:2]
+        if h < S3FD_MIN_SIDE or w < S3FD_MIN_SIDE:  # its pooling stack needs 32 px; pad bottom / right
+            small = cv2.copyMakeBorder(
+                small, 0, max(0, S3FD_MIN_SIDE - h), 0, max(0, S3FD_MIN_SIDE - w), cv2.BORDER_CONSTANT, value=0
+            )
+        boxes = net.detect_from_image(np.ascontiguousarray(small))
+        out = []
+        for b in boxes:
+            b = np.asarray(b, dtype=np.float64).reshape(-1)
+            if b.size < 5 or not np.isfinite(b[:5]).all():
+                continue
+            x0, y0, x1, y1 = (float(v) / s for v in b[:4])
+            if x1 > x0 and y1 > y0:
+                out.append(Detection((x0, y0, x1, y1), float(b[4])))
+        return out
+
+
+# ---------------------------------------------------------------------------------- annotations
+
+
+class AnnotationDetector:
+    """The source's own box for the record (score 1.0); no box, no detection."""
+
+    name = "annotations"
+
+    def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]:
+        box = getattr(record, "box", None)
+        if box is None:
+            return []
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0):
+            return []
+        lm = getattr(record, "landmarks", None)
+        return [Detection((x0, y0, x1, y1), 1.0, None if lm is None else np.asarray(lm, dtype=np.float64))]
+
+
+def make_detector(name: str, **opts: Any) -> Detector:
+    """A detector by name ("opencv", "face_alignment", "annotations") with backend options."""
+    if name == "opencv":
+        return OpenCVDetector(**opts)
+    if name == "face_alignment":
+        return FaceAlignmentDetector(**opts)
+    if name == "annotations":
+        if opts:
+            raise TypeError(f"the annotations detector takes no options, got {sorted(opts)}")
+        return AnnotationDetector()
+    raise ValueError(f"unknown detector {name!r}; valid detectors: {', '.join(DETECTORS)}")

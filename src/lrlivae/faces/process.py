@@ -1,0 +1,168 @@
+"""One record in, one aligned size x size face crop (or a Reject with its reason) out.
+
+    read the image (record.pixels for in-memory sources, else the file, checking its sha256 when
+    the source lists one) -> detect faces -> keep the largest confident one -> landmarks within it
+    -> similarity alignment on the five landmarks, or a box crop when there are none.
+
+In-memory images (CIFAR) are not faces: they are only resized to size x size (method "resize").
+Problems with the input (missing / broken / oversized file, hash mismatch, no face, listed
+landmarks outside the detection, degenerate landmarks) become Rejects. Failures of the backends
+themselves (e.g. missing network weights) propagate.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lrlivae.data.imageio import DEFAULT_MAX_PIXELS, BadImage, read_image, sha256_file
+from lrlivae.data.records import FaceRecord, Reject
+from lrlivae.faces.align import align_box, align_landmarks
+from lrlivae.faces.detect import Detector, pick_face
+from lrlivae.faces.landmarks import Landmarker, LandmarksOutsideDetection
+
+# A face box must overlap the image by at least this fraction of its area.
+MIN_BOX_INSIDE = 0.5
+
+
+@dataclass
+class AlignedFace:
+    """An aligned crop and how it was made.
+
+    crop:       (size, size, 3) uint8 RGB.
+    box:        the face box used, (x0, y0, x1, y1) in the source file's pixels.
+    landmarks:  the (5, 2) landmarks used, in the source file's pixels, or None.
+    detector:   name of the detector backend ("none" for in-memory images).
+    method:     "landmarks" (similarity alignment), "box" (box crop) or "resize" (in-memory image).
+    score:      the detection's score.
+    transform:  2x3 matrix mapping source-file pixels into the crop.
+    """
+
+    crop: np.ndarray
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray | None
+    detector: str
+    method: str
+    score: float = 1.0
+    transform: np.ndarray | None = None
+
+
+def align_record(
+    record: FaceRecord,
+    detector: Detector,
+    landmarker: Landmarker,
+    *,
+    size: int = 64,
+    margin: float = 0.2,
+    min_score: float = 0.0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> AlignedFace | Reject:
+    """Align one record; see the module docstring."""
+    if record.pixels is not None:
+        return _resize_pixels(record, size)
+
+    path = record.path
+    if record.sha256:
+        try:
+            got = sha256_file(path)
+        except FileNotFoundError:
+            return Reject(path, "missing file")
+        except OSError as e:
+            return Reject(path, f"unreadable file ({e.strerror or e})")
+        if got.lower() != record.sha256.lower():
+            return Reject(path, f"sha256 mismatch (listed {record.sha256[:12]}..., file {got[:12]}...)")
+
+    try:
+        decoded = read_image(path, max_pixels=max_pixels)
+    except BadImage as e:
+        return Reject(path, e.reason)
+    image, scale = decoded.rgb, decoded.scale
+    rec = _scaled_record(record, scale)
+
+    face = pick_face(detector.detect(image, rec), min_score)
+    if face is None:
+        return Reject(path, "no face detected")
+    if _inside_fraction(face.box, image.shape) < MIN_BOX_INSIDE:
+        return Reject(path, "face box lies outside the image")
+
+    try:
+        lm = landmarker.landmarks(image, face, rec)
+    except LandmarksOutsideDetection as e:
+        return Reject(path, e.reason)
+
+    try:
+        if lm is not None:
+            crop, m = align_landmarks(image, lm, size)
+            method = "landmarks"
+        else:
+            crop, m = align_box(image, face.box, margin, size)
+            method = "box"
+    except ValueError as e:  # degenerate / non-finite landmarks or an empty box
+        return Reject(path, f"alignment failed ({e})")
+
+    # Report geometry in the file's pixels, whatever reduction the decoder applied.
+    inv = 1.0 / scale
+    box = tuple(float(v) * inv for v in face.box)
+    lm_file = None if lm is None else np.asarray(lm, dtype=np.float64) * inv
+    m_file = m.copy()
+    m_file[:, :2] *= scale
+    return AlignedFace(
+        crop=np.ascontiguousarray(crop, dtype=np.uint8),
+        box=box,  # type: ignore[arg-type]
+        landmarks=lm_file,
+        detector=getattr(detector, "name", type(detector).__name__),
+        method=method,
+        score=float(face.score),
+        transform=m_file,
+    )
+
+
+def _resize_pixels(record: FaceRecord, size: int) -> AlignedFace | Reject:
+    px = np.asarray(record.pixels)
+    if px.ndim == 2:
+        px = np.repeat(px[:, :, None], 3, axis=2)
+    if px.ndim != 3 or px.shape[2] not in (3, 4) or px.shape[0] < 1 or px.shape[1] < 1:
+        return Reject(record.path, f"in-memory image has unusable shape {px.shape}")
+    if px.dtype != np.uint8:
+        return Reject(record.path, f"in-memory image has dtype {px.dtype}, expected uint8")
+    px = px[:, :, :3]
+    h, w = px.shape[:2]
+    if (h, w) != (size, size):
+        interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_CUBIC
+        crop = cv2.resize(px, (size, size), interpolation=interp)
+    else:
+        crop = px.copy()
+    m = np.array([[size / w, 0.0, 0.0], [0.0, size / h, 0.0]])
+    return AlignedFace(
+        crop=np.ascontiguousarray(crop),
+        box=(0.0, 0.0, float(w), float(h)),
+        landmarks=None,
+        detector="none",
+        method="resize",
+        score=1.0,
+        transform=m,
+    )
+
+
+def _scaled_record(record: FaceRecord, scale: float) -> FaceRecord:
+    """The record with its box / landmarks mapped onto an image decoded at `scale`."""
+    if scale == 1.0 or (record.box is None and record.landmarks is None):
+        return record
+    box = None if record.box is None else tuple(float(v) * scale for v in record.box)
+    lm = None if record.landmarks is None else np.asarray(record.landmarks, dtype=np.float64) * scale
+    return dataclasses.replace(record, box=box, landmarks=lm)
+
+
+def _inside_fraction(box, shape) -> float:
+    h, w = shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    area = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    if area <= 0:
+        return 0.0
+    ix = max(0.0, min(x1, w) - max(x0, 0.0))
+    iy = max(0.0, min(y1, h) - max(y0, 0.0))
+    return ix * iy / area
+
+
