@@ -113,7 +113,7 @@ class TrainCommon(Strict):
     sigma_lr_decay: float = Field(default=0.01, gt=0, le=1, description="GM variance lr factor ...")
     sigma_lr_decay_epochs: float = Field(default=2.0, ge=0, description="... after this many GM epochs")
     margin: float = Field(default=0.0, ge=0, description="GM-loss margin alpha")
-    lkd_reduction: Literal["mean", "sum"] = "mean"
+    lkd_reduction: Literal["mean", "sum"] = "sum"
     checkpoint_every: int = Field(default=100, ge=1)
     log_every: int = Field(default=10, ge=1)
     device: str = "auto"

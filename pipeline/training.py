@@ -64,6 +64,15 @@ def load_model(path: Path, device="cpu"):
     return model, st
 
 
+def _factor_kinds() -> dict[str, str]:
+    from lrlivae.data.synthetic import IDENTITY_FACTORS, NUISANCE_FACTORS
+
+    return {**IDENTITY_FACTORS, **NUISANCE_FACTORS}
+
+
+FACTOR_KINDS = _factor_kinds()
+
+
 def _factor_columns(index) -> list[str]:
     return [c for c in index.columns if c.startswith("f_")]
 
@@ -95,7 +104,8 @@ def quality_metrics(model, ds: AlignedFaces, identities: list[str], device, mode
         if not np.issubdtype(f_tr.dtype, np.number) or np.std(f_tr) == 0:
             continue
         name = col[2:]
-        discrete = np.allclose(f_tr, np.round(f_tr)) and len(np.unique(f_tr)) <= 12
+        kind = FACTOR_KINDS.get(name)
+        discrete = kind == "discrete" if kind else (np.allclose(f_tr, np.round(f_tr)) and len(np.unique(f_tr)) <= 12)
         for code in ("zs", "zu"):
             z_tr = codes["train"].zs if code == "zs" else codes["train"].mu
             z_te = codes["test"].zs if code == "zs" else codes["test"].mu

@@ -48,7 +48,7 @@ class LossWeights:
     gan_g: float = 1.0  # L_GD^adv in the decoder update; 0 turns the pixel discriminator off
     margin: float = 0.0  # GM-loss margin alpha
     gan_loss: Literal["hinge", "bce"] = "hinge"
-    lkd_reduction: Literal["mean", "sum"] = "mean"
+    lkd_reduction: Literal["mean", "sum"] = "sum"
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
 
