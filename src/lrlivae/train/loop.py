@@ -62,7 +62,7 @@ class Trainer:
                  on_epoch: Callable[["Trainer", int], None] | None = None,
                  gm_epochs_before: float = 0.0):
         self.model, self.disc, self.faces = model, disc, faces
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
         self.s, self.w = settings, settings.weights
         self.checkpoint_path, self.fingerprint = Path(checkpoint_path), fingerprint
         self.extra_state = extra_state or {}
