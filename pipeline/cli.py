@@ -113,6 +113,29 @@ def train_joint(
     _train("train_joint", params, data, out, metrics, init)
 
 
+@app.command("fetch-facescrub")
+def fetch_facescrub(
+    params: Path = PARAMS_OPT,
+    out: Path = typer.Option(Path("data/raw/facescrub"), help="folder for the images and manifest.csv"),
+    metrics: Path = typer.Option(Path("reports/fetch_facescrub.json"), help="metrics JSON"),
+    list_file: List[Path] = typer.Option(
+        [], "--list", help="a FaceScrub list file (repeatable); overrides fetch_facescrub.lists"
+    ),
+) -> None:
+    """Download the FaceScrub images named by the official list files (resumable; writes manifest.csv)."""
+    from pipeline import fetch_facescrub as stage
+
+    p = _load(params)
+    lists = list(list_file) or [Path(x) for x in p.fetch_facescrub.lists]
+    for lf in lists:
+        if not lf.is_file():
+            _fail(FileNotFoundError(f"FaceScrub list file {lf} does not exist"))
+    try:
+        stage.run(p, params, lists, out, metrics)
+    except (OSError, ValueError) as e:
+        _fail(e)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -136,6 +136,19 @@ class TrainJointParams(TrainCommon):
     rec_reduction: Literal["mean", "sum"] = "mean"
 
 
+# ---------------------------------------------------------------------------------------------- fetch_facescrub
+class FetchFaceScrubParams(Strict):
+    """Downloading FaceScrub from its list files (lrlivae.data.download.fetch_facescrub)."""
+
+    workers: int = Field(default=8, ge=1, le=256, description="concurrent downloads")
+    per_host: int = Field(default=2, ge=1, le=64, description="at most this many at a time from one host")
+    timeout: float = Field(default=10.0, gt=0, le=600, description="seconds for connecting and for each read")
+    retries: int = Field(default=3, ge=0, le=20, description="retries of transient failures")
+    backoff: float = Field(default=0.5, ge=0, le=60, description="first retry delay in seconds, doubled each retry")
+    max_bytes: int = Field(default=20_000_000, ge=1_000, le=2_000_000_000, description="larger bodies are rejected")
+    lists: list[str] = Field(default=[], description="list files (facescrub_actors.txt, ...); --list overrides")
+
+
 # ---------------------------------------------------------------------------------------------- root
 class Params(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -149,6 +162,7 @@ class Params(Strict):
     model: ModelParams = ModelParams()
     train_gm: TrainGMParams = TrainGMParams()
     train_joint: TrainJointParams = TrainJointParams()
+    fetch_facescrub: FetchFaceScrubParams = FetchFaceScrubParams()
 
 
 class ParamsError(ValueError):

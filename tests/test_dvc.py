@@ -66,3 +66,20 @@ def test_repro_is_incremental(scratch_repo):
     assert "Running stage 'align'" in third and "Running stage 'synth'" not in third
     metrics = _sh(dvc + ["metrics", "show"], root, env)
     assert "labeled_accepted" in metrics
+
+
+def test_exp_run_with_lambda_lkd_reruns_exactly_the_stages_that_use_it(scratch_repo):
+    from tests.test_training_stages import train_params
+
+    root, env = scratch_repo
+    write_params(root / "params.yaml", train_params())
+    dvc = [sys.executable, "-m", "dvc"]
+    _sh(dvc + ["repro", "train_joint"], root, env)
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "commit", "-qm", "pipeline run"], root, env)
+    out = _sh(dvc + ["exp", "run", "-S", "lambda_lkd=0.2"], root, env)
+    ran = {s for s in ("synth", "align", "train_gm", "train_joint") if f"Running stage '{s}'" in out}
+    assert ran == {"train_gm", "train_joint"}, out
+    out = _sh(dvc + ["exp", "run", "-S", "train_joint.rec_dec=5.0"], root, env)
+    ran = {s for s in ("synth", "align", "train_gm", "train_joint") if f"Running stage '{s}'" in out}
+    assert ran == {"train_joint"}, out

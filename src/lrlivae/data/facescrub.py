@@ -13,7 +13,8 @@ beforehand. This reader expects them under one folder, named after the list row:
 with <name> the list's name with spaces (and any path separators) replaced by "_", and <ext> the
 first of jpg, jpeg, png, gif, bmp (lower case, then upper case) that exists. face_id is unique
 across both lists, so one downloaded file per row. `facescrub_image_stem` builds that path without
-the extension, for downloaders to use the same naming.
+the extension, for downloaders to use the same naming, and `read_facescrub_rows` gives them the
+parsed rows with their urls (lrlivae.data.download fetches them).
 
 Every row becomes a FaceRecord with identity = name, box = bbox and sha256 = the listed hash (the
 alignment step rejects files whose hash differs). Rows whose image is missing and malformed rows
@@ -107,6 +108,36 @@ def read_facescrub(image_root: str | os.PathLike, lists: Sequence[str | os.PathL
                 continue
             records.append(FaceRecord(path=str(image), identity=name, box=box, sha256=sha))
     return SourceListing(records, rejects)
+
+
+def read_facescrub_rows(lists: Sequence[str | os.PathLike]) -> tuple[list[dict], list[Reject]]:
+    """The parsed rows of FaceScrub list files, for tools that need the urls (downloaders).
+
+    Returns (rows, rejects): each row a dict with keys where ("<list>:<line>"), name, face_id (int),
+    url, box (x1, y1, x2, y2) and sha256 (lower-case hex or None); malformed lines and repeated
+    face_ids become Rejects with the same reasons `read_facescrub` gives. Raises like
+    `read_facescrub` when a list file is missing or unreadable."""
+    rows: list[dict] = []
+    rejects: list[Reject] = []
+    seen: dict[int, str] = {}
+    for list_path in (Path(p) for p in lists):
+        lines = _read_lines(list_path)
+        for lineno, row in _rows(list_path, lines, rejects):
+            where = f"{list_path}:{lineno}"
+            parsed = _parse_row(row)
+            if isinstance(parsed, str):
+                rejects.append(Reject(where, f"malformed line {lineno} in {list_path.name}: {parsed}"))
+                continue
+            name, face_id, box, sha = parsed
+            if face_id in seen:
+                rejects.append(
+                    Reject(where, f"malformed line {lineno} in {list_path.name}: duplicate face_id {face_id} "
+                                  f"(first at {seen[face_id]})")
+                )
+                continue
+            seen[face_id] = where
+            rows.append({"where": where, "name": name, "face_id": face_id, "url": row[3], "box": box, "sha256": sha})
+    return rows, rejects
 
 
 def _read_lines(path: Path) -> list[str]:
