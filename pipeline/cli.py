@@ -113,6 +113,31 @@ def train_joint(
     _train("train_joint", params, data, out, metrics, init)
 
 
+@app.command("finetune-semi")
+def finetune_semi(
+    params: Path = PARAMS_OPT,
+    data: Path = typer.Option(Path("data/aligned/unlabeled"), help="aligned unlabeled set (unseen identities)"),
+    labeled: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    init: Path = typer.Option(Path("models/train_joint/model.pt"), help="the train_joint checkpoint to start from"),
+    out: Path = typer.Option(Path("models/finetune_semi"), help="folder for model.pt"),
+    metrics: Path = typer.Option(Path("reports/finetune_semi.json"), help="metrics JSON"),
+    figures: Path = typer.Option(Path("reports/figures/finetune_semi"), help="folder for the swap figures"),
+) -> None:
+    """Stage 3: semi-supervised fine-tuning on unlabeled faces with the ambiguous Gaussian (Eq. 11)."""
+    from pipeline import finetune_semi as stage
+    from pipeline.training import TrainingError
+
+    p = _load(params)
+    for path, what in ((data / "faces.npy", "`dvc repro align`"), (labeled / "faces.npy", "`dvc repro align`"),
+                       (init, "`dvc repro train_joint`")):
+        if not path.exists():
+            _fail(FileNotFoundError(f"{path} does not exist; run {what} first"))
+    try:
+        stage.run(p, params, data, labeled, init, out, metrics, figures)
+    except TrainingError as e:
+        _fail(e)
+
+
 @app.command("fetch-facescrub")
 def fetch_facescrub(
     params: Path = PARAMS_OPT,

@@ -149,6 +149,14 @@ class FetchFaceScrubParams(Strict):
     lists: list[str] = Field(default=[], description="list files (facescrub_actors.txt, ...); --list overrides")
 
 
+class FinetuneSemiParams(TrainJointParams):
+    steps: int = Field(default=200, ge=1)
+    mix_labeled: float = Field(default=0.0, ge=0, le=1, description="fraction of steps on a labeled batch")
+    swap_pairs: int = Field(default=400, ge=10, description="random swap pairs measured")
+    predictor_epochs: int = Field(default=8, ge=1, description="epochs of the factor predictor")
+    grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")
+
+
 # ---------------------------------------------------------------------------------------------- root
 class Params(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -162,6 +170,7 @@ class Params(Strict):
     model: ModelParams = ModelParams()
     train_gm: TrainGMParams = TrainGMParams()
     train_joint: TrainJointParams = TrainJointParams()
+    finetune_semi: FinetuneSemiParams = FinetuneSemiParams()
     fetch_facescrub: FetchFaceScrubParams = FetchFaceScrubParams()
 
 

@@ -116,44 +116,59 @@ def quality_metrics(model, ds: AlignedFaces, identities: list[str], device, mode
     return out
 
 
+MODES = {"train_gm": "gm", "train_joint": "joint", "finetune_semi": "semi"}
+
+
 def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, out_dir: Path,
-                 metrics_path: Path, init_checkpoint: Path | None = None) -> dict:
+                 metrics_path: Path, init_checkpoint: Path | None = None, labeled_dir: Path | None = None,
+                 final_metrics=None) -> dict:
+    """Train one stage. train_gm / train_joint: `data_dir` is the labeled set. finetune_semi: `data_dir` is
+    the unlabeled set and `labeled_dir` the labeled one (validation GM accuracy, optional mixing).
+    final_metrics(model, device) -> dict replaces the default measurements when given."""
     cfg: TrainCommon = getattr(params, stage)
-    mode = "gm" if stage == "train_gm" else "joint"
+    mode = MODES[stage]
     info, device = ddp.init_from_env(cfg.device)
     torch.manual_seed(params.seed)
     ds = AlignedFaces(data_dir)
+    lab = AlignedFaces(labeled_dir) if mode == "semi" else ds  # the labeled set
     init = load_checkpoint(init_checkpoint, map_location="cpu") if init_checkpoint else None
-    identities = list(init["identities"]) if init else ds.identities
+    identities = list(init["identities"]) if init else lab.identities
     if not identities:
         raise TrainingError(f"{data_dir}: the set has no identities; training needs a labeled set")
-    if init and set(identities) != set(ds.identities):
-        raise TrainingError(f"{init_checkpoint} was trained on other identities than {data_dir} holds")
-    labels = ds.labels(identities)
-    rows = ds.split_indices("train")
-    rows = rows[labels[rows] >= 0]
+    if init and set(identities) != set(lab.identities):
+        raise TrainingError(f"{init_checkpoint} was trained on other identities than {labeled_dir or data_dir} holds")
+    lab_labels = lab.labels(identities)
+    lab_rows = lab.split_indices("train")
+    lab_rows = lab_rows[lab_labels[lab_rows] >= 0]
+    if mode == "semi":  # unlabeled: every training row, no label is read
+        rows, labels = ds.split_indices("train"), np.full(len(ds), -1, dtype=np.int64)
+    else:
+        rows, labels = lab_rows, lab_labels
     model_cfg = ModelConfig.from_dict(init["model_config"]) if init else model_config(params, ds.faces.shape[1], len(identities))
     model = build_model(model_cfg).to(device)
     if init:
         model.load_state_dict(init["model"])
-    disc = build_discriminator(model_cfg).to(device) if mode == "joint" else None
+    disc = build_discriminator(model_cfg).to(device) if mode != "gm" else None
+    if disc is not None and init is not None and init.get("disc") is not None:
+        disc.load_state_dict(init["disc"])
     settings = TrainSettings(mode=mode, steps=cfg.steps, batch_size=cfg.batch_size, n_gm=params.n_gm, lr=cfg.lr,
                              beta1=cfg.beta1, beta2=cfg.beta2, sigma_lr_decay=cfg.sigma_lr_decay,
                              sigma_lr_decay_epochs=cfg.sigma_lr_decay_epochs, checkpoint_every=cfg.checkpoint_every,
                              log_every=cfg.log_every, precision=cfg.precision, seed=params.seed,
-                             weights=loss_weights(params, cfg))
+                             weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0))
     fp = {
         "stage": stage, "cfg": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "seed": params.seed,
         "lambda": [params.lambda_lkd, params.lambda_kl, params.lambda_rec, params.n_gm], "world": info.world,
-        "data": [_file_digest(Path(data_dir) / "faces.npy"), _file_digest(Path(data_dir) / "index.parquet")],
+        "data": [_file_digest(Path(d) / f) for d in dict.fromkeys([data_dir, labeled_dir or data_dir]) for f in ("faces.npy", "index.parquet")],
         "init": _file_digest(init_checkpoint) if init_checkpoint else None,
     }
     fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
     ckpt = Path(out_dir) / "model.pt"
     extra = {"stage": stage, "model_config": model_cfg.to_dict(), "identities": identities}
     grid_classes = list(range(min(cfg.grid_classes, len(identities))))
-    val_rows = ds.split_indices("val")
-    val_rows = val_rows[labels[val_rows] >= 0]
+    val_rows = lab.split_indices("val")
+    val_rows = val_rows[lab_labels[val_rows] >= 0]
+    recon_rows = ds.split_indices("val")[:16] if len(ds.split_indices("val")) else rows[:16]
     track = stage_run(stage, params.model_dump(mode="json"), params_path) if info.is_main else contextlib.nullcontext()
     with track as tracker:
         def log_fn(metrics: dict, step: int) -> None:
@@ -162,29 +177,32 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
         def on_epoch(trainer: Trainer, epoch: int) -> None:
             step = trainer.step
             if len(val_rows):
-                codes = monitor.encode_rows(model, ds.faces, val_rows, device)
-                m = {"acc/gm/val": monitor.gm_accuracy(model, codes.zs, labels[np.sort(val_rows)])}
-                if mode == "joint":
+                codes = monitor.encode_rows(model, lab.faces, val_rows, device)
+                m = {"acc/gm/val": monitor.gm_accuracy(model, codes.zs, lab_labels[np.sort(val_rows)])}
+                if mode != "gm":
                     stats = monitor.latent_stats(codes)
                     m.update({"zu/active_units": stats["zu_active_units"], "zu/kl_per_dim_mean": stats["zu_kl_per_dim_mean"]})
                     m.update({f"zu_kl/dim_{j:03d}": float(v) for j, v in enumerate(stats["zu_kl_per_dim"])})
                 tracker.log_metrics(m, step=step)
-            if mode == "joint":
+            if mode != "gm":
                 tracker.log_image(monitor.sample_grid(model, grid_classes, 8, seed=params.seed), f"samples_epoch{epoch:03d}.png")
-                tracker.log_image(monitor.recon_grid(model, ds.faces, val_rows[:16] if len(val_rows) else rows[:16], device),
-                                  f"recon_epoch{epoch:03d}.png")
+                tracker.log_image(monitor.recon_grid(model, ds.faces, recon_rows, device), f"recon_epoch{epoch:03d}.png")
 
         trainer = Trainer(model, disc, ds.faces, rows, labels, settings, ckpt, fingerprint, extra_state=extra,
                           device=device, dist=info, log_fn=log_fn if info.is_main else None,
                           on_epoch=on_epoch if info.is_main else None,
-                          gm_epochs_before=float(init.get("gm_epochs", 0.0)) if init else 0.0)
+                          gm_epochs_before=float(init.get("gm_epochs", 0.0)) if init else 0.0,
+                          labeled=(lab.faces, lab_rows, lab_labels) if mode == "semi" else None)
         try:
             trainer.run()
         except NonFiniteLoss as e:
             raise TrainingError(str(e)) from None
         if not info.is_main:
             return {}
-        metrics = quality_metrics(model, ds, identities, device, mode)
+        if final_metrics is not None:
+            metrics = final_metrics(model, device, tracker)
+        else:
+            metrics = quality_metrics(model, ds, identities, device, mode)
         metrics["steps"] = trainer.step
         atomic_write_json(metrics_path, metrics)
         tracker.log_metrics(metrics, step=trainer.step)

@@ -36,8 +36,8 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class TrainSettings:
-    mode: Literal["gm", "joint"]
-    steps: int  # GM steps (mode gm) or joint iterations (mode joint)
+    mode: Literal["gm", "joint", "semi"]
+    steps: int  # GM steps (mode gm), joint iterations (mode joint) or fine-tuning steps (mode semi)
     batch_size: int = 64
     n_gm: int = 3  # GM steps per joint iteration (Algorithm 1)
     lr: float = 5e-4
@@ -49,6 +49,7 @@ class TrainSettings:
     log_every: int = 10
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
     seed: int = 0
+    mix_labeled: float = 0.0  # mode semi: fraction of steps taken on a labeled batch instead (Algorithm 1 step)
     weights: LossWeights = field(default_factory=LossWeights)
 
 
@@ -60,7 +61,9 @@ class Trainer:
                  device: torch.device | str = "cpu", dist: ddp.DistInfo = ddp.DistInfo(),
                  log_fn: Callable[[dict, int], None] | None = None,
                  on_epoch: Callable[["Trainer", int], None] | None = None,
-                 gm_epochs_before: float = 0.0):
+                 gm_epochs_before: float = 0.0, labeled: tuple | None = None):
+        """faces / rows / labels: the training set (mode semi: the unlabeled set, labels ignored).
+        labeled: (faces, rows, labels) of the labeled set, for mode semi with mix_labeled > 0."""
         self.model, self.disc, self.faces = model, disc, faces
         self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
         self.s, self.w = settings, settings.weights
@@ -80,7 +83,7 @@ class Trainer:
             lr=s.lr, betas=betas,
         )
         self.opt_g = self.opt_d = None
-        if s.mode == "joint":
+        if s.mode in ("joint", "semi"):
             self.opt_g = torch.optim.Adam(
                 [{"params": list(getattr(model, n).parameters()), "name": n} for n in ("enc_s", "enc_u", "dec", "adv")],
                 lr=s.lr, betas=betas,
@@ -91,6 +94,15 @@ class Trainer:
         self.gm_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 1, rank=dist.rank, world=dist.world)
         self.joint_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 2, rank=dist.rank, world=dist.world)
         self.generator = torch.Generator(device=self.device).manual_seed(base + 17)
+        self.labeled = None
+        if s.mode == "semi" and s.mix_labeled > 0:
+            if labeled is None:
+                raise ValueError("mix_labeled > 0 needs the labeled set")
+            l_faces, l_rows, l_labels = labeled
+            self.labeled = (l_faces, torch.as_tensor(np.array(l_labels, dtype=np.int64)))
+            # the GM sampler walks the labeled set in mode semi (it has no GM steps of its own)
+            self.gm_sampler = EpochSampler(l_rows, s.batch_size, seed=s.seed * 7919 + 3, rank=dist.rank, world=dist.world)
+        self.mix_rng_seed = s.seed * 7919 + 4
         self.step = 0
         self.last_saved_step = -1
 
@@ -170,15 +182,16 @@ class Trainer:
         return lr
 
     # ------------------------------------------------------------------ steps
-    def _batch(self, sampler: EpochSampler):
+    def _batch(self, sampler: EpochSampler, source: tuple | None = None):
         from lrlivae.data.aligned import to_float_tensor
 
+        faces, labels = source or (self.faces, self.labels)
         rows = sampler.next()
         order = np.argsort(rows, kind="stable")
-        imgs = np.empty((len(rows),) + self.faces.shape[1:], dtype=np.uint8)
-        imgs[order] = self.faces[rows[order]]
+        imgs = np.empty((len(rows),) + faces.shape[1:], dtype=np.uint8)
+        imgs[order] = faces[rows[order]]
         x = to_float_tensor(imgs).to(self.device, non_blocking=True)
-        y = self.labels[rows].to(self.device, non_blocking=True)
+        y = labels[rows].to(self.device, non_blocking=True)
         return x, y
 
     def _autocast(self):
@@ -206,8 +219,21 @@ class Trainer:
         self.opt_gm.step()
         return scalars
 
+    def _mixed_step_is_labeled(self) -> bool:
+        """Mode semi: whether this step takes a labeled batch (a draw fixed by seed and step)."""
+        if self.labeled is None:
+            return False
+        return bool(np.random.default_rng([self.mix_rng_seed, self.step]).random() < self.s.mix_labeled)
+
     def _joint(self) -> dict:
-        x, y = self._batch(self.joint_sampler)
+        if self.s.mode == "semi":
+            if self._mixed_step_is_labeled():
+                x, y = self._batch(self.gm_sampler, self.labeled)
+            else:
+                x, _ = self._batch(self.joint_sampler)
+                y = None  # unlabeled: the ambiguous Gaussian, no label-dependent terms
+        else:
+            x, y = self._batch(self.joint_sampler)
         with self._autocast():
             total, scalars = joint_step(self.model, self.disc, self.opt_g, self.opt_d, x, y, self.w, self.generator)
         self._check(total, scalars)
@@ -242,6 +268,8 @@ class Trainer:
             scalars: dict = {}
             if s.mode == "gm":
                 scalars.update(self._gm())
+            elif s.mode == "semi":
+                scalars.update(self._joint())
             else:
                 for _ in range(s.n_gm):
                     scalars.update(self._gm())

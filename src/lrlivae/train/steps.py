@@ -32,7 +32,7 @@ import torch
 from torch.func import functional_call
 
 from lrlivae import losses
-from lrlivae.priors import randn
+from lrlivae.priors import ambiguous_gaussian, randn
 
 
 @dataclass
@@ -97,9 +97,14 @@ def _d_terms(w: LossWeights, d_real, d_rec, d_sample):
     return losses.d_loss_bce(d_real, d_rec, d_sample), losses.g_loss_bce(d_rec, d_sample)
 
 
-def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor, w: LossWeights,
+def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossWeights,
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Algorithm 1 lines 10-23: every loss term of the joint step, from one forward pass."""
+    """Algorithm 1 lines 10-23: every loss term of the joint step, from one forward pass.
+
+    y=None is an unlabeled batch (Sec. 3.6): z_s is pulled toward the ambiguous Gaussian N(mu_t, Sigma_t)
+    of Eq. 11 instead of N(mu_y, Sigma_y), the prior sample is drawn from it too, the discriminator uses
+    only its unconditional part, and the label-dependent terms (L_E^adv, L_C^adv) are not computed.
+    """
     prior = model.prior
     means, logvars = prior.means.detach(), prior.logvars.detach()  # (C, zs_dim)
     zs = model.enc_s(x)  # (B, zs_dim)
@@ -107,11 +112,17 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor, w: LossWeights,
     eps = randn(tuple(mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
     zu = mu + torch.exp(0.5 * logvar) * eps  # (B, zu_dim), line 14
     t: dict[str, torch.Tensor] = {}
-    t["lkd"] = losses.lkd_loss(zs, means[y], logvars[y], w.lkd_reduction)  # line 18
+    if y is None:
+        mu_t, var_t = ambiguous_gaussian(prior)  # (zs_dim,) each, Eq. 11
+        target_mu, target_logvar = mu_t.detach().expand_as(zs), var_t.detach().log().expand_as(zs)
+    else:
+        target_mu, target_logvar = means[y], logvars[y]  # (B, zs_dim)
+    t["lkd"] = losses.lkd_loss(zs, target_mu, target_logvar, w.lkd_reduction)  # line 18
     t["kl"] = losses.kl_loss(mu, logvar, w.kl_reduction)  # line 12
-    frozen_adv = {k: v.detach() for k, v in model.adv.named_parameters()}
-    t["adv_e"] = losses.adv_encoder_loss(functional_call(model.adv, frozen_adv, (zu,)))  # line 15
-    t["adv_c"] = losses.adv_classifier_loss(model.adv(zu.detach()), y)  # line 16
+    if y is not None:
+        frozen_adv = {k: v.detach() for k, v in model.adv.named_parameters()}
+        t["adv_e"] = losses.adv_encoder_loss(functional_call(model.adv, frozen_adv, (zu,)))  # line 15
+        t["adv_c"] = losses.adv_classifier_loss(model.adv(zu.detach()), y)  # line 16
 
     b = x.shape[0]
     zs_dim = zs.shape[1]
@@ -123,12 +134,12 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor, w: LossWeights,
         # Separate decoder calls: batch norm couples the rows of a batch, so the images the discriminator
         # judges must come from batches that hold no encoder-dependent code. x_gan equals x_rec in value.
         x_gan = dec(torch.cat([zs, zu], 1).detach())
-        zs_p = means[y] + torch.exp(0.5 * logvars[y]) * randn(tuple(zs.shape), generator=generator,
-                                                               device=zs.device, dtype=zs.dtype)  # line 20
+        zs_p = target_mu + torch.exp(0.5 * target_logvar) * randn(tuple(zs.shape), generator=generator,
+                                                                   device=zs.device, dtype=zs.dtype)  # line 20
         zu_p = randn(tuple(zu.shape), generator=generator, device=zu.device, dtype=zu.dtype)
         x_p = dec(torch.cat([zs_p, zu_p], 1))  # line 21
         # One discriminator call on [real; reconstruction; prior sample]: one power iteration.
-        d_out = disc(torch.cat([x, x_gan, x_p], 0), torch.cat([y, y, y], 0))  # (3B,)
+        d_out = disc(torch.cat([x, x_gan, x_p], 0), None if y is None else torch.cat([y, y, y], 0))  # (3B,)
         d_real, d_rec, d_p = d_out.split(b)
         t["d"], t["g"] = _d_terms(w, d_real, d_rec, d_p)  # lines 22-23
         t["d_real"], t["d_rec"], t["d_sample"] = d_real.mean(), d_rec.mean(), d_p.mean()
@@ -137,20 +148,21 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor, w: LossWeights,
 
 
 def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
-               x: torch.Tensor, y: torch.Tensor, w: LossWeights, generator: torch.Generator | None = None):
+               x: torch.Tensor, y: torch.Tensor | None, w: LossWeights, generator: torch.Generator | None = None):
     """Algorithm 1 lines 9-28. Fills .grad of every trained parameter (the caller steps the optimisers,
     after an all-reduce under data parallelism). Returns (generator-side total, named scalars)."""
     opt_g.zero_grad(set_to_none=True)
     if opt_d is not None:
         opt_d.zero_grad(set_to_none=True)
     t = joint_forward(model, disc, x, y, w, generator)
-    total = (w.rec_dec * t["rec"] + w.lambda_lkd * t["lkd"] + w.lambda_kl * t["kl"] + w.adv_e * t["adv_e"]
-             + t["adv_c"])
+    total = w.rec_dec * t["rec"] + w.lambda_lkd * t["lkd"] + w.lambda_kl * t["kl"]
+    if "adv_e" in t:  # labeled batch
+        total = total + w.adv_e * t["adv_e"] + t["adv_c"]
     d_grads = None
     if "d" in t:
         total = total + w.gan_g * t["g"]
         d_params = [p for p in disc.parameters() if p.requires_grad]
-        d_grads = torch.autograd.grad(t["d"], d_params, retain_graph=True)
+        d_grads = torch.autograd.grad(t["d"], d_params, retain_graph=True, allow_unused=True)  # no label: embedding unused
     total.backward()
     if d_grads is not None:
         for p, g in zip(d_params, d_grads):
