@@ -144,6 +144,9 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
         rows, labels = ds.split_indices("train"), np.full(len(ds), -1, dtype=np.int64)
     else:
         rows, labels = lab_rows, lab_labels
+    if len(rows) < cfg.batch_size * info.world:
+        raise TrainingError(f"{data_dir}: {len(rows)} training rows are fewer than one batch per process "
+                            f"({stage}.batch_size = {cfg.batch_size} x {info.world}); lower the batch size or add data")
     model_cfg = ModelConfig.from_dict(init["model_config"]) if init else model_config(params, ds.faces.shape[1], len(identities))
     model = build_model(model_cfg).to(device)
     if init:

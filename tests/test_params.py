@@ -78,5 +78,5 @@ def test_paper_profile_is_valid_and_holds_the_authors_weights():
     p = load_params(REPO / "profiles/paper_faces.yaml")
     assert (p.lambda_lkd, p.lambda_kl, p.lambda_rec, p.n_gm) == (0.1, 1.0, 10.0, 3)
     assert p.model.arch == "paper_faces" and p.model.zs_dim == p.model.zu_dim == 512
-    assert p.train_joint.batch_size == 96 and p.train_joint.rec_dec == 10.0
+    assert p.train_joint.batch_size == 96 and p.train_joint.rec_dec == 10.0 and p.train_joint.adv_e == 1.0
     assert p.train_joint.kl_reduction == "mean" and p.train_joint.lkd_reduction == "sum"

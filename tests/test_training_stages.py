@@ -46,9 +46,10 @@ def make_aligned(root: Path, per_id: int = 12, seed: int = 0) -> Path:
 def train_params(**over):
     p = tiny_params()
     p["model"].update({"width": 0.25, "zs_dim": 4, "zu_dim": 4, "enc_hidden": 16, "adv_hidden": 8, "disc_hidden": 16})
-    for stage in ("train_gm", "train_joint"):
+    for stage in ("train_gm", "train_joint", "finetune_semi"):
         p[stage].update({"steps": 6, "batch_size": 8, "checkpoint_every": 2, "log_every": 2, "device": "cpu",
                          "grid_classes": 2})
+    p["finetune_semi"].update({"grid_size": 3, "swap_pairs": 20, "predictor_epochs": 1})
     p.update(over)
     return p
 
