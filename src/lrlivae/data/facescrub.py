@@ -82,31 +82,15 @@ def read_facescrub(image_root: str | os.PathLike, lists: Sequence[str | os.PathL
             raise ValueError("no FaceScrub list files given")
 
     records: list[FaceRecord] = []
-    rejects: list[Reject] = []
-    seen: dict[int, str] = {}
+    rows, rejects = read_facescrub_rows(list_paths)
     finder = _ImageFinder(root)
-    for list_path in list_paths:
-        lines = _read_lines(list_path)
-        for lineno, row in _rows(list_path, lines, rejects):
-            where = f"{list_path}:{lineno}"
-            parsed = _parse_row(row)
-            if isinstance(parsed, str):
-                rejects.append(Reject(where, f"malformed line {lineno} in {list_path.name}: {parsed}"))
-                continue
-            name, face_id, box, sha = parsed
-            if face_id in seen:
-                rejects.append(
-                    Reject(where, f"malformed line {lineno} in {list_path.name}: duplicate face_id {face_id} "
-                                  f"(first at {seen[face_id]})")
-                )
-                continue
-            seen[face_id] = where
-            stem = facescrub_image_stem(name, face_id)
-            image = finder.find(stem)
-            if image is None:
-                rejects.append(Reject(str(root / stem) + ".*", "missing file"))
-                continue
-            records.append(FaceRecord(path=str(image), identity=name, box=box, sha256=sha))
+    for r in rows:
+        stem = facescrub_image_stem(r["name"], r["face_id"])
+        image = finder.find(stem)
+        if image is None:
+            rejects.append(Reject(str(root / stem) + ".*", "missing file"))
+            continue
+        records.append(FaceRecord(path=str(image), identity=r["name"], box=r["box"], sha256=r["sha256"]))
     return SourceListing(records, rejects)
 
 
