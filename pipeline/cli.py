@@ -138,6 +138,45 @@ def finetune_semi(
         _fail(e)
 
 
+@app.command("train-evaluator")
+def train_evaluator_cmd(
+    params: Path = PARAMS_OPT,
+    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    out: Path = typer.Option(Path("models/train_evaluator"), help="folder for evaluator.pt"),
+    metrics: Path = typer.Option(Path("reports/train_evaluator.json"), help="metrics JSON"),
+) -> None:
+    """Train the classifier behind the Inception Score and FCD on the real labeled training split."""
+    from pipeline.evaluate import run_train_evaluator
+
+    p = _load(params)
+    if not (data / "faces.npy").exists():
+        _fail(FileNotFoundError(f"{data}/faces.npy does not exist; run `dvc repro align` first"))
+    run_train_evaluator(p, params, data, out, metrics)
+
+
+@app.command()
+def evaluate(
+    params: Path = PARAMS_OPT,
+    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    model: Path = typer.Option(Path("models/finetune_semi/model.pt"), help="the model to evaluate"),
+    evaluator: Path = typer.Option(Path("models/train_evaluator/evaluator.pt"), help="the trained evaluator"),
+    metrics: Path = typer.Option(Path("reports/evaluate.json"), help="metrics JSON"),
+    figures: Path = typer.Option(Path("reports/figures/evaluate"), help="folder for the figures"),
+    report: Path = typer.Option(Path("reports/evaluate.md"), help="the Markdown report"),
+) -> None:
+    """Inception Score, intra-class diversity, FCD, probes, inpainting, disentanglement, and figures."""
+    from pipeline.evaluate import run_evaluate
+
+    p = _load(params)
+    for path in (data / "faces.npy", model, evaluator):
+        if not path.exists():
+            _fail(FileNotFoundError(f"{path} does not exist; run the stage that writes it first (dvc repro)"))
+    try:
+        run_evaluate(p, params, data, model, evaluator, metrics, figures, report)
+    except ValueError as e:
+        _fail(e)
+
+
 @app.command("fetch-facescrub")
 def fetch_facescrub(
     params: Path = PARAMS_OPT,

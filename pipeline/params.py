@@ -157,6 +157,21 @@ class FinetuneSemiParams(TrainJointParams):
     grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")
 
 
+# ---------------------------------------------------------------------------------------------- evaluation
+class TrainEvaluatorParams(Strict):
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=2e-3, gt=0)
+
+
+class EvaluateParams(Strict):
+    per_class: int = Field(default=50, ge=2, description="generated samples per class (paper: 100 for faces)")
+    splits: int = Field(default=10, ge=1, description="Inception Score splits")
+    figure_classes: int = Field(default=8, ge=1)
+    nuisance_factors: list[str] = ["yaw", "pitch", "smile", "mouth_open", "eyes_closed", "light_x", "light_y",
+                                   "light_strength", "bg_brightness"]
+
+
 # ---------------------------------------------------------------------------------------------- root
 class Params(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -171,6 +186,8 @@ class Params(Strict):
     train_gm: TrainGMParams = TrainGMParams()
     train_joint: TrainJointParams = TrainJointParams()
     finetune_semi: FinetuneSemiParams = FinetuneSemiParams()
+    train_evaluator: TrainEvaluatorParams = TrainEvaluatorParams()
+    evaluate: EvaluateParams = EvaluateParams()
     fetch_facescrub: FetchFaceScrubParams = FetchFaceScrubParams()
 
 

@@ -105,6 +105,7 @@ class Trainer:
         self.mix_rng_seed = s.seed * 7919 + 4
         self.step = 0
         self.last_saved_step = -1
+        self.history: list[dict] = []  # logged loss terms per logged step, kept in the checkpoint
 
     # ------------------------------------------------------------------ state
     def _trained(self):
@@ -128,6 +129,7 @@ class Trainer:
             "sampler_joint": self.joint_sampler.state_dict(),
             "rng": {**rng_state(), "generator": self.generator.get_state()},
             "gm_epochs": self.gm_epochs,
+            "history": self.history,
             **self.extra_state,
         }
 
@@ -146,6 +148,7 @@ class Trainer:
         self.generator.set_state(st["rng"]["generator"])
         self.step = int(st["step"])
         self.last_saved_step = self.step
+        self.history = list(st.get("history", []))
 
     def try_resume(self) -> bool:
         """Continue from an unfinished checkpoint of this very run (same fingerprint), if there is one."""
@@ -285,6 +288,7 @@ class Trainer:
                 logged["lr/gm_sigma"] = self._update_sigma_lr()
                 logged["perf/it_per_s"] = count / max(1e-9, time.perf_counter() - t0)
                 logged["epoch"] = epoch_sampler.epoch_progress
+                self.history.append({"step": self.step, **{k: float(v) for k, v in logged.items() if k.startswith("loss/")}})
                 if self.log_fn is not None and self.dist.is_main:
                     self.log_fn(logged, self.step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss/")

@@ -1,0 +1,164 @@
+"""Stages `train_evaluator` and `evaluate`: the fixed-protocol evaluation of a trained model.
+
+train_evaluator: a compact residual classifier trained on the aligned labeled TRAIN split (no
+pretrained weights), cached as its own stage so sweeps of the generative model do not retrain it; it
+stands in for the paper's Inception network (Appendix B.5).
+
+evaluate (protocol, fixed):
+- inception_score(_std): exp(E_x KL(p(y|x) || p(y))) with the evaluator's p(y|x) on `per_class` prior
+  samples per class (z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I), eval mode, seed `seed`), 10 splits of
+  consecutive chunks; inception_score_real: the same on the real test split (the ceiling);
+- intra_class_diversity(_real): Eq. 12, 1 - mean MS-SSIM over all pairs within a class, averaged over
+  classes (MS-SSIM protocol in lrlivae.evaluate.diversity);
+- fcd: Frechet distance of evaluator features, generated samples vs real test images;
+- zs_accuracy (GM posterior, test split), zs/zu_probe_accuracy (logistic probes fitted on train codes),
+  chance_accuracy;
+- inpaint_psnr_<mask>, inpaint_ssim_<mask>: x_inp = M x' + (1 - M) x on the test split, over the masked
+  region; masks placed from the alignment template (lrlivae.evaluate.inpaint);
+- synthetic data: the disentanglement table (each ground-truth factor probed from z_s and from z_u on
+  held-out codes) and disentanglement_gap.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrlivae.data.aligned import AlignedFaces, to_float_tensor, to_uint8_images
+from lrlivae.evaluate import figures as figs
+from lrlivae.evaluate.classifier import accuracy, features, load_evaluator, predict_probs, save_evaluator, train_evaluator
+from lrlivae.evaluate.diversity import intra_class_diversity
+from lrlivae.evaluate.frechet import fcd
+from lrlivae.evaluate.inception import inception_score
+from lrlivae.evaluate.inpaint import MASKS, inpaint, make_mask, masked_psnr, masked_ssim
+from lrlivae.evaluate.probes import disentanglement_gap, disentanglement_table
+from lrlivae.io import atomic_write_bytes, atomic_write_json, save_png
+from lrlivae.train import monitor
+from pipeline.params import Params
+from pipeline.tracking import stage_run
+from pipeline.training import FACTOR_KINDS, load_model
+
+
+def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
+    cfg = params.train_evaluator
+    torch.manual_seed(params.seed)
+    ds = AlignedFaces(data_dir)
+    ids = ds.identities
+    labels = ds.labels(ids)
+    tr, te = ds.split_indices("train"), ds.split_indices("test")
+    tr, te = np.sort(tr[labels[tr] >= 0]), np.sort(te[labels[te] >= 0])
+    with stage_run("train_evaluator", params.model_dump(mode="json"), params_path) as tracker:
+        start = time.perf_counter()
+        model = train_evaluator(np.asarray(ds.faces[tr]), labels[tr], epochs=cfg.epochs, batch=cfg.batch_size,
+                                lr=cfg.lr, seed=params.seed, progress=lambda r: tracker.log_metrics(
+                                    {f"evaluator/{k}": v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])))
+        metrics = {"evaluator_test_accuracy": accuracy(model, np.asarray(ds.faces[te]), labels[te]),
+                   "evaluator_train_seconds": time.perf_counter() - start, "classes": len(ids)}
+        save_evaluator(model, Path(out_dir) / "evaluator.pt", identities=ids)
+        atomic_write_json(metrics_path, metrics)
+        tracker.log_metrics(metrics)
+        tracker.log_artifact(Path(out_dir) / "evaluator.pt", artifact_path="evaluator")
+    print(f"train_evaluator: test accuracy {metrics['evaluator_test_accuracy']:.4f}")
+    return metrics
+
+
+def _generate(model, n_classes: int, per_class: int, seed: int, device) -> tuple[np.ndarray, np.ndarray]:
+    g = torch.Generator(device=device).manual_seed(seed)
+    imgs, ys = [], []
+    with monitor.evaluating(model):
+        for c in range(n_classes):
+            out = model.generate(y=c, n=per_class, generator=g)
+            imgs.append(to_uint8_images(out.x))
+            ys.append(np.full(per_class, c))
+    return np.concatenate(imgs), np.concatenate(ys)
+
+
+def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: Path, evaluator_path: Path,
+                 metrics_path: Path, figures_dir: Path, report_path: Path) -> dict:
+    cfg = params.evaluate
+    torch.manual_seed(params.seed)
+    device = "cpu"
+    ds = AlignedFaces(data_dir)
+    model, st = load_model(model_path, device)
+    ev, ev_meta = load_evaluator(evaluator_path, device)
+    ids = list(st["identities"])
+    if list(ev_meta.get("identities", ids)) != ids:
+        raise ValueError(f"{evaluator_path} was trained on other identities than {model_path}")
+    labels = ds.labels(ids)
+    tr, te = (np.sort(r[labels[r] >= 0]) for r in (ds.split_indices("train"), ds.split_indices("test")))
+    x_te, y_te = np.asarray(ds.faces[te]), labels[te]
+    figures_dir = Path(figures_dir)
+    m: dict[str, float] = {}
+    with stage_run("evaluate", params.model_dump(mode="json"), params_path) as tracker:
+        t0 = time.perf_counter()
+        gen, gen_y = _generate(model, len(ids), cfg.per_class, params.seed, device)
+        m["inception_score"], m["inception_score_std"] = inception_score(predict_probs(ev, gen), splits=cfg.splits)
+        m["inception_score_real"], _ = inception_score(predict_probs(ev, x_te), splits=cfg.splits)
+        m["generated_class_accuracy"] = accuracy(ev, gen, gen_y)
+        m["intra_class_diversity"] = intra_class_diversity(gen, gen_y)
+        m["intra_class_diversity_real"] = intra_class_diversity(x_te, y_te)
+        m["fcd"] = fcd(features(ev, gen), features(ev, x_te))
+        codes_tr = monitor.encode_rows(model, ds.faces, tr, device)
+        codes_te = monitor.encode_rows(model, ds.faces, te, device)
+        m["zs_accuracy"] = monitor.gm_accuracy(model, codes_te.zs, y_te)
+        m["zs_probe_accuracy"] = monitor.probe_accuracy(codes_tr.zs, labels[tr], codes_te.zs, y_te)
+        m["zu_probe_accuracy"] = monitor.probe_accuracy(codes_tr.mu, labels[tr], codes_te.mu, y_te)
+        m["chance_accuracy"] = 1.0 / len(ids)
+        x = to_float_tensor(x_te)
+        for name in MASKS:
+            mask = make_mask(name, ds.faces.shape[1])
+            with monitor.evaluating(model):
+                x_inp = inpaint(model, x, mask)
+            m[f"inpaint_psnr_{name}"] = float(np.mean(masked_psnr(x, x_inp, mask)))
+            m[f"inpaint_ssim_{name}"] = float(np.mean(masked_ssim(x, x_inp, mask)))
+        kinds = {k: v for k, v in FACTOR_KINDS.items() if f"f_{k}" in ds.index}
+        table_md = ""
+        if kinds:
+            from lrlivae.data.synthetic import IDENTITY_FACTORS, NUISANCE_FACTORS
+
+            f_tr = {k: ds.index[f"f_{k}"].to_numpy()[tr] for k in kinds}
+            f_te = {k: ds.index[f"f_{k}"].to_numpy()[te] for k in kinds}
+            table = disentanglement_table(codes_tr, codes_te, f_tr, f_te, kinds)
+            nuisance = [k for k in NUISANCE_FACTORS if k in kinds and k in cfg.nuisance_factors]
+            m["disentanglement_gap"] = disentanglement_gap(table, [k for k in IDENTITY_FACTORS if k in kinds], nuisance)
+            table.to_csv(Path(metrics_path).with_name("disentanglement.csv"))
+            table_md = table.to_markdown(floatfmt=".3f") if hasattr(table, "to_markdown") else table.to_string()
+        m["seconds"] = time.perf_counter() - t0
+        # figures
+        classes = list(range(min(cfg.figure_classes, len(ids))))
+        pics = {
+            "samples": figs.class_samples(model, classes, 8, seed=params.seed),
+            "interpolate_zs": figs.interpolate_zs(model, classes, 8, seed=params.seed),
+            "vary_zu": figs.vary_zu(model, classes, 8, seed=params.seed),
+            "zu_dimensions": figs.zu_dimensions(model, to_float_tensor(x_te[:1]), n_dims=4),
+            "inpainting": figs.inpainting_rows(model, x_te[: min(6, len(x_te))]),
+        }
+        hist = st.get("history") or []
+        curves = {k: [(h["step"], h[k]) for h in hist if k in h] for k in sorted({k for h in hist for k in h if k != "step"})}
+        if curves:
+            atomic_write_bytes(figures_dir / "training_curves.png", figs.training_curves(curves))
+            tracker.log_artifact(figures_dir / "training_curves.png", artifact_path="images")
+        for name, img in pics.items():
+            save_png(figures_dir / f"{name}.png", img)
+            tracker.log_image(img, f"{name}.png")
+        atomic_write_json(metrics_path, m)
+        tracker.log_metrics(m)
+        report = _report(m, table_md, pics, figures_dir, report_path)
+        atomic_write_bytes(report_path, report.encode())
+        tracker.log_artifact(report_path)
+    print("evaluate: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
+    return m
+
+
+def _report(m: dict, table_md: str, pics: dict, figures_dir: Path, report_path: Path) -> str:
+    rel = lambda p: Path(p).resolve().relative_to(Path(report_path).resolve().parent)  # noqa: E731
+    lines = ["# Evaluation", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in m.items()]
+    if table_md:
+        lines += ["", "## Disentanglement (probes on held-out codes)", "", table_md]
+    lines += ["", "## Figures", ""]
+    for name in list(pics) + (["training_curves"] if (figures_dir / "training_curves.png").exists() else []):
+        lines.append(f"![{name}]({rel(figures_dir / f'{name}.png')})")
+    return "\n".join(lines) + "\n"

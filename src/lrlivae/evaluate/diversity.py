@@ -1,0 +1,108 @@
+"""Intra-class diversity of generated images (paper Sec. 4.2, Eq. 12, Table 2):
+
+    d_intra(X_c) = 1 - mean over pairs (x, x') of X_c of MS-SSIM(x, x'),  averaged over the classes c.
+
+Protocol (fixed):
+  * pairs: ALL unordered pairs of distinct images of a class, n(n-1)/2 for n images. Eq. 12 averages
+    over X x X, which also counts the n self-pairs (MS-SSIM 1); that value is (n-1)/n times ours.
+    Classes with fewer than 2 images are skipped; the result is the unweighted mean over the others.
+  * MS-SSIM (Wang et al. 2003) from `pytorch_msssim.ms_ssim` on RGB in [0, 1] (data_range 1,
+    K = (0.01, 0.03), channels averaged), with 3 scales (full, 1/2, 1/4 resolution) weighted by the
+    first three of the standard five exponents renormalised to sum to 1:
+    (0.0448, 0.2856, 0.3001) / 0.6305 = (0.0711, 0.4530, 0.4760), and a 3-px Gaussian window
+    (sigma 1.5). Why: the standard 5 scales with an 11-px window need images of at least 161 px;
+    pytorch_msssim requires the side to exceed (win_size - 1) * 16, which at 64 px allows a 3-px window.
+  * images must be larger than 32 px; smaller ones (e.g. 32x32 CIFAR) are first enlarged by pixel
+    replication by the smallest integer factor that makes them so (2 for 32 px), so the second scale
+    sees the original pixels.
+  * pairs are evaluated `pair_batch` at a time on `device`; the result does not depend on the batch.
+The diversity of a set of identical images is exactly 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lrlivae.data.aligned import to_float_tensor
+
+MS_SSIM_WEIGHTS = tuple(w / sum((0.0448, 0.2856, 0.3001)) for w in (0.0448, 0.2856, 0.3001))
+MS_SSIM_WIN_SIZE = 3
+MS_SSIM_WIN_SIGMA = 1.5
+MIN_SIDE = (MS_SSIM_WIN_SIZE - 1) * 16 + 1  # pytorch_msssim's size check: side > (win_size - 1) * 16
+
+
+def _enlarge(x: torch.Tensor) -> torch.Tensor:
+    side = min(x.shape[-2:])
+    if side >= MIN_SIDE:
+        return x
+    factor = -(-MIN_SIDE // side)  # ceil
+    return x.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def ms_ssim_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM of each pair (a[i], b[i]): a, b (P, 3, S, S) float in [-1, 1] -> (P,) on their device."""
+    from pytorch_msssim import ms_ssim
+
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"need two (P, C, S, S) batches of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a01 = _enlarge((a.float() + 1.0) * 0.5)
+    b01 = _enlarge((b.float() + 1.0) * 0.5)
+    return ms_ssim(a01, b01, data_range=1.0, size_average=False, win_size=MS_SSIM_WIN_SIZE,
+                   win_sigma=MS_SSIM_WIN_SIGMA, weights=list(MS_SSIM_WEIGHTS))
+
+
+def _groups(labels: np.ndarray) -> dict:
+    labels = np.asarray(labels)
+    return {c.item() if hasattr(c, "item") else c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+
+
+@torch.no_grad()
+def class_diversities(images_u8: np.ndarray, labels: np.ndarray, *, pair_batch: int = 1024,
+                      device: str | torch.device = "cpu") -> dict:
+    """Per class: 1 - mean MS-SSIM over all pairs of its images (batched). images_u8 (N, S, S, 3) uint8."""
+    if len(images_u8) != len(labels):
+        raise ValueError(f"{len(images_u8)} images but {len(labels)} labels")
+    if pair_batch < 1:
+        raise ValueError(f"pair_batch must be >= 1, got {pair_batch}")
+    out = {}
+    for c, rows in _groups(labels).items():
+        n = len(rows)
+        if n < 2:
+            continue
+        x = to_float_tensor(np.asarray(images_u8)[rows]).to(device)  # (n, 3, S, S)
+        ii, jj = torch.triu_indices(n, n, offset=1, device=x.device)  # (n(n-1)/2,) each
+        total = 0.0
+        for k in range(0, len(ii), pair_batch):
+            total += float(ms_ssim_pairs(x[ii[k : k + pair_batch]], x[jj[k : k + pair_batch]]).double().sum())
+        out[c] = 1.0 - total / len(ii)
+    return out
+
+
+def _mean_over_classes(per_class: dict) -> float:
+    if not per_class:
+        raise ValueError("intra-class diversity needs at least one class with 2 or more images")
+    return float(np.mean(list(per_class.values())))
+
+
+def intra_class_diversity(images_u8: np.ndarray, labels: np.ndarray, *, pair_batch: int = 1024,
+                          device: str | torch.device = "cpu") -> float:
+    """Eq. 12 averaged over classes, all pairs evaluated `pair_batch` at a time."""
+    return _mean_over_classes(class_diversities(images_u8, labels, pair_batch=pair_batch, device=device))
+
+
+@torch.no_grad()
+def intra_class_diversity_loop(images_u8: np.ndarray, labels: np.ndarray,
+                               device: str | torch.device = "cpu") -> float:
+    """The same number, one pair per MS-SSIM call (the naive baseline; for the benchmark only)."""
+    per_class = {}
+    for c, rows in _groups(labels).items():
+        if len(rows) < 2:
+            continue
+        vals = []
+        for i in range(len(rows)):
+            for j in range(i + 1, len(rows)):
+                a = to_float_tensor(np.asarray(images_u8)[rows[i : i + 1]]).to(device)
+                b = to_float_tensor(np.asarray(images_u8)[rows[j : j + 1]]).to(device)
+                vals.append(float(ms_ssim_pairs(a, b)[0]))
+        per_class[c] = 1.0 - float(np.mean(vals))
+    return _mean_over_classes(per_class)
