@@ -119,6 +119,7 @@ class TrainCommon(Strict):
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     grid_classes: int = Field(default=8, ge=1, description="classes shown in the per-epoch sample grid")
+    gm_shift: int = Field(default=0, ge=0, le=16, description="GM steps: random shifts of up to this many pixels")
 
 
 class TrainGMParams(TrainCommon):

@@ -158,7 +158,8 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
                              beta1=cfg.beta1, beta2=cfg.beta2, sigma_lr_decay=cfg.sigma_lr_decay,
                              sigma_lr_decay_epochs=cfg.sigma_lr_decay_epochs, checkpoint_every=cfg.checkpoint_every,
                              log_every=cfg.log_every, precision=cfg.precision, seed=params.seed,
-                             weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0))
+                             weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0),
+                             gm_shift=cfg.gm_shift)
     fp = {
         "stage": stage, "cfg": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "seed": params.seed,
         "lambda": [params.lambda_lkd, params.lambda_kl, params.lambda_rec, params.n_gm], "world": info.world,

@@ -200,3 +200,16 @@ def test_data_parallel_ranks_hold_identical_weights(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     assert (tmp_path / "ckpt0.pt").exists() and not (tmp_path / "ckpt1.pt").exists()  # rank 0 writes
+
+
+def test_gm_shift_translates_the_batch(tmp_path):
+    faces, labels = tiny_data()
+    t = _trainer(tmp_path, faces, labels, steps=1, mode="gm")
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    assert torch.equal(t._shift(x), x)  # gm_shift = 0: unchanged
+    t.s.gm_shift = 3
+    y = t._shift(x)
+    assert y.shape == x.shape
+    dy, dx = [(i, j) for i in range(-3, 4) for j in range(-3, 4)
+              if torch.equal(y[:, :, 4:28, 4:28], x[:, :, 4 + i : 28 + i, 4 + j : 28 + j])][0]
+    assert max(abs(dy), abs(dx)) <= 3

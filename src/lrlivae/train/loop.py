@@ -49,6 +49,7 @@ class TrainSettings:
     log_every: int = 10
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
     seed: int = 0
+    gm_shift: int = 0  # GM steps: random translation of each batch by up to this many pixels (augmentation)
     mix_labeled: float = 0.0  # mode semi: fraction of steps taken on a labeled batch instead (Algorithm 1 step)
     weights: LossWeights = field(default_factory=LossWeights)
 
@@ -212,9 +213,20 @@ class Trainer:
                 if self.last_saved_step >= 0 else "no checkpoint had been written yet")
         raise NonFiniteLoss(f"non-finite {bad[0]} at step {self.step + 1} ({', '.join(bad)}); {kept}")
 
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
+        """Translate the batch by a random offset of up to gm_shift pixels (edge pixels repeated)."""
+        k = self.s.gm_shift
+        if k <= 0:
+            return x
+        dx, dy = (int(v) for v in torch.randint(-k, k + 1, (2,), generator=self.generator, device=self.generator.device))
+        x = torch.nn.functional.pad(x, (k, k, k, k), mode="replicate")
+        h, w = x.shape[2] - 2 * k, x.shape[3] - 2 * k
+        return x[:, :, k + dy : k + dy + h, k + dx : k + dx + w]
+
     def _gm(self) -> dict:
         self._update_sigma_lr()
         x, y = self._batch(self.gm_sampler)
+        x = self._shift(x)
         with self._autocast():
             total, scalars = gm_step(self.model, self.opt_gm, x, y, self.w)
         self._check(total, scalars)
