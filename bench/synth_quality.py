@@ -160,21 +160,51 @@ def linear_probe(crops, ids, train, test) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ CNNs
-def _net(n_out: int, hidden: int = 0):
-    """A small plain CNN: 64 -> 8 px in three stride-2 steps, pooled to 4x4, then one or two dense
-    layers."""
+# Low-level factors: statistics of the whole crop rather than things at places. The factor network
+# reads them through a global-average-pooled branch, which keeps it from memorising the training
+# crops instead of learning the texture cue.
+TEXTURE_FACTORS = ("blur", "noise", "jpeg_quality")
+
+
+def _cbr(i, o, stride):
     import torch.nn as nn
 
-    def cbr(i, o, stride):
-        return [nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
-    layers = [*cbr(3, 24, 2), *cbr(24, 48, 2), *cbr(48, 48, 1), *cbr(48, 96, 2), *cbr(96, 96, 1),
-              nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Dropout(0.3)]
-    if hidden:
-        layers += [nn.Linear(96 * 16, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_out)]
-    else:
-        layers += [nn.Linear(96 * 16, n_out)]
-    return nn.Sequential(*layers)
+
+class SmallCNN:
+    """Factory for the measuring networks (built lazily so torch loads only when needed)."""
+
+    @staticmethod
+    def build(n_spatial: int, n_texture: int = 0, hidden: int = 0):
+        import torch
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                # 64 -> 16 px; a texture branch pools here, the spatial branch goes on to 8 px
+                self.low = nn.Sequential(*_cbr(3, 24, 1), *_cbr(24, 32, 2), *_cbr(32, 48, 2))
+                self.high = nn.Sequential(*_cbr(48, 96, 2), *_cbr(96, 96, 1), nn.AdaptiveAvgPool2d(4),
+                                          nn.Flatten(), nn.Dropout(0.3))
+                if hidden:
+                    self.head = nn.Sequential(nn.Linear(96 * 16, hidden), nn.ReLU(inplace=True),
+                                              nn.Linear(hidden, n_spatial))
+                else:
+                    self.head = nn.Linear(96 * 16, n_spatial)
+                self.texture = None
+                if n_texture:
+                    self.texture = nn.Sequential(*_cbr(48, 64, 1), nn.Conv2d(64, n_texture, 1),
+                                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+            def forward(self, x):
+                f = self.low(x)
+                out = self.head(self.high(f))
+                if self.texture is not None:
+                    out = torch.cat([out, self.texture(f)], 1)
+                return out
+
+        return Net()
 
 
 def _to_tensor(x):
@@ -199,16 +229,18 @@ def _shift(xb, rng, max_shift=2):
 
 
 def train_net(x_tr, heads, targets_tr, epochs: int, seed: int = 0, max_shift: int = 0, batch: int = 64,
-              hidden: int = 0, lr: float = 3e-3):
+              hidden: int = 0, lr: float = 3e-3, texture: tuple = ()):
     """Train a small CNN with one output group per head for `epochs` epochs (AdamW, one-cycle
     schedule). heads: list of (name, kind, n) with kind 'reg' (n = 1, MSE on a standardised
-    target) or 'cls' (n classes, cross-entropy). Returns the model."""
+    target) or 'cls' (n classes, cross-entropy); the heads named in `texture` (regression only)
+    must come last and are read through the pooled texture branch. Returns the model."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = _net(sum(n for _, _, n in heads), hidden)
+    n_tex = sum(n for name, _, n in heads if name in texture)
+    model = SmallCNN.build(sum(n for _, _, n in heads) - n_tex, n_tex, hidden)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     x_all = _to_tensor(x_tr)
     t_all = {k: torch.as_tensor(v) for k, v in targets_tr.items()}
@@ -250,6 +282,7 @@ def predict(model, x, batch: int = 256) -> np.ndarray:
 
 def factor_scores(crops, meta, train, test, epochs: int) -> dict:
     names = [n for n in {**S.IDENTITY_FACTORS, **S.NUISANCE_FACTORS} if n not in S.FRAME_FACTORS]
+    names = [n for n in names if n not in TEXTURE_FACTORS] + [n for n in names if n in TEXTURE_FACTORS]
     kinds = {**S.IDENTITY_FACTORS, **S.NUISANCE_FACTORS}
     heads, targets, stats = [], {}, {}
     for name in names:
@@ -263,7 +296,7 @@ def factor_scores(crops, meta, train, test, epochs: int) -> dict:
             classes = np.unique(y)
             heads.append((name, "cls", int(classes.max()) + 1))
             targets[name] = y[train].astype(np.int64)
-    model = train_net(crops[train], heads, targets, epochs, seed=1, hidden=256)
+    model = train_net(crops[train], heads, targets, epochs, seed=1, hidden=256, texture=TEXTURE_FACTORS)
     out_all = predict(model, crops[test])
     res, o = {}, 0
     for name, kind, k in heads:

@@ -127,13 +127,13 @@ _NUI_CONTINUOUS: dict[str, tuple[float, float]] = {
     "mouth_open": (0.0, 1.0),
     "eyes_closed": (0.0, 1.0),
     "light_x": (-0.75, 0.75),
-    "light_y": (-0.75, -0.15),
-    "light_strength": (0.25, 0.85),
+    "light_y": (-0.8, 0.0),
+    "light_strength": (0.35, 0.9),
     "light_intensity": (0.6, 1.3),
     "light_warmth": (-1.0, 1.0),
     "blur": (0.0, 0.065),
-    "noise": (0.0, 22.0),
-    "jpeg_quality": (12.0, 95.0),
+    "noise": (2.0, 20.0),
+    "jpeg_quality": (4.0, 32.0),
 }
 _BG_BRIGHTNESS = ((0.05, 0.33), (0.7, 0.95))  # two bands, each drawn with probability 1/2
 _BG_KINDS = 3  # 0 smooth gradient with soft blobs, 1 stripes, 2 blocky texture
@@ -385,7 +385,7 @@ class _Head:
         y = np.asarray(y, np.float64)
         base = self.a * np.sqrt(np.clip(1.0 - (y / self.b) ** 2, 0.0, 1.0))
         t = np.clip(y / self.b, 0.0, 1.0)
-        return base * (1.0 - (0.08 + 0.17 * self.jaw) * t**2)
+        return base * (1.0 - (0.06 + 0.26 * self.jaw) * t**2)
 
     def z(self, x, y):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -582,7 +582,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
 
     # --- mouth
     sm, op = float(nui["smile"]), float(nui["mouth_open"])
-    half = ident["mouth_size"] / 2 * (1 + _TUNE.get("sm_w", 0.22) * sm - _TUNE.get("op_w", 0.0) * op)
+    half = ident["mouth_size"] / 2 * (1 + _TUNE.get("sm_w", 0.4) * sm - _TUNE.get("op_w", 0.12) * op)
     corner_y = _MOUTH_Y - 0.13 * sm + 0.03 * op
     dip = 0.17 * sm
     gap = 0.025 + 0.07 * sm + 0.34 * op
@@ -729,21 +729,21 @@ def _background(rng: np.random.Generator, size: int, kind: int, brightness: floa
             cv2.ellipse(blobs, c, ax, float(rng.uniform(0, 180)), 0, 360, tuple(float(v) for v in rng.uniform(-0.12, 0.12, 3)), -1)
         img = img + cv2.GaussianBlur(blobs, (0, 0), size / 25)
     elif kind == 1:  # stripes
-        period = rng.uniform(0.05, 0.1) * size
+        period = rng.uniform(0.07, 0.12) * size
         ang = rng.uniform(0, np.pi)
         ph = ((xx * math.cos(ang) + yy * math.sin(ang)) * size / period + rng.uniform()) % 1.0
         sq = np.clip((np.abs(ph - 0.5) - 0.25) * 6.0, -1, 1)  # soft square wave
-        contrast = rng.uniform(0.14, 0.22)
+        contrast = rng.uniform(0.18, 0.26)
         tint = rng.uniform(0.7, 1.3, 3)
         img = img + (contrast * sq)[..., None] * tint[None, None, :]
     else:  # blocky texture
-        cell = int(rng.integers(4, 8))
+        cell = int(rng.integers(6, 11))
         n = size // cell + 2
         grid = rng.uniform(-1, 1, (n, n, 3)).astype(np.float32)
         grid = grid * 0.45 + grid.mean(-1, keepdims=True) * 0.55
         tex = cv2.resize(grid, (n * cell, n * cell), interpolation=cv2.INTER_NEAREST)[:size, :size]
         tex = cv2.GaussianBlur(tex, (0, 0), 0.6)
-        img = img + tex * rng.uniform(0.15, 0.22)
+        img = img + tex * rng.uniform(0.2, 0.28)
     return np.clip(img, 0, 1).astype(np.float32)
 
 
@@ -806,7 +806,7 @@ def render_frame(identity: dict, nuisance: dict, rng: np.random.Generator) -> tu
     frame = frame * 255.0
     if nuisance["noise"] > 0:
         grain = rng.standard_normal(frame.shape).astype(np.float32)
-        gs = _TUNE.get("grain", 0.0)
+        gs = _TUNE.get("grain", 0.7)
         if gs > 0:  # sensor noise after demosaicing: slightly correlated between neighbouring pixels
             grain = cv2.GaussianBlur(grain, (0, 0), gs)
             grain /= grain.std() + 1e-6
