@@ -64,8 +64,9 @@ def main() -> None:
     ap.add_argument("--data", help="an aligned set folder (faces.npy + index.parquet)")
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--per-class", type=int, default=40)
-    ap.add_argument("--pair-batch", type=int, default=1024)
+    ap.add_argument("--pair-batch", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs of the batched path")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the figures as JSON here")
@@ -75,19 +76,21 @@ def main() -> None:
     images, labels, source = load_images(args)
     counts = np.bincount(labels)
     pairs = int(sum(n * (n - 1) // 2 for n in counts))
-    intra_class_diversity(images[:4], np.zeros(4, int))  # warm-up
-    t_batch, d_batch = timed(lambda: intra_class_diversity(images, labels, pair_batch=args.pair_batch), args.repeat)
-    t_loop, d_loop = timed(lambda: intra_class_diversity_loop(images, labels), 1)
+    dev = args.device
+    intra_class_diversity(images[:4], np.zeros(4, int), device=dev)  # warm-up
+    t_batch, d_batch = timed(lambda: intra_class_diversity(images, labels, pair_batch=args.pair_batch, device=dev),
+                             args.repeat)
+    t_loop, d_loop = timed(lambda: intra_class_diversity_loop(images, labels, device=dev), 1)
     if abs(d_batch - d_loop) > 1e-6:
         raise SystemExit(f"batched ({d_batch}) and loop ({d_loop}) diversities differ")
     report = {
         "source": source, "images": int(len(images)), "classes": int(len(counts)), "image_size": int(images.shape[1]),
-        "pairs": pairs, "pair_batch": args.pair_batch, "threads": args.threads, "diversity": d_batch,
+        "pairs": pairs, "pair_batch": args.pair_batch, "threads": args.threads, "device": dev, "diversity": d_batch,
         "batched_seconds": t_batch, "loop_seconds": t_loop,
         "batched_pairs_per_s": pairs / t_batch, "loop_pairs_per_s": pairs / t_loop, "speedup": t_loop / t_batch,
     }
     print(f"{source}: {len(counts)} classes, {len(images)} images of {images.shape[1]} px, {pairs} pairs, "
-          f"{args.threads} thread(s)")
+          f"{args.threads} thread(s), {dev}")
     print(f"diversity           {d_batch:.6f} (both paths)")
     print(f"batched ({args.pair_batch:>5}/call) {t_batch:8.2f} s  {pairs / t_batch:10.0f} pairs/s")
     print(f"one pair per call   {t_loop:8.2f} s  {pairs / t_loop:10.0f} pairs/s")

@@ -160,9 +160,10 @@ class FinetuneSemiParams(TrainJointParams):
 
 # ---------------------------------------------------------------------------------------------- evaluation
 class TrainEvaluatorParams(Strict):
-    epochs: int = Field(default=8, ge=1)
-    batch_size: int = Field(default=64, ge=2)
-    lr: float = Field(default=2e-3, gt=0)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=32, ge=2)
+    lr: float = Field(default=0.05, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
 
 
 class EvaluateParams(Strict):

@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import REPO, closed_port, tiny_params, write_params
 
 COPY = ["dvc.yaml", "src", "pipeline"]
-STAGES = ("synth", "align", "train_gm", "train_joint", "finetune_semi")
+STAGES = ("synth", "align", "train_gm", "train_joint", "finetune_semi", "train_evaluator", "evaluate")
 
 
 def _sh(args, cwd, env):
@@ -80,7 +80,7 @@ def test_exp_run_with_lambda_lkd_reruns_exactly_the_stages_that_use_it(scratch_r
     _sh(["git", "commit", "-qm", "pipeline run"], root, env)
     out = _sh(dvc + ["exp", "run", "-S", "lambda_lkd=0.2"], root, env)
     ran = {s for s in STAGES if f"Running stage '{s}'" in out}
-    assert ran == {"train_gm", "train_joint", "finetune_semi"}, out
+    assert ran == {"train_gm", "train_joint", "finetune_semi", "evaluate"}, out
     out = _sh(dvc + ["exp", "run", "-S", "train_joint.rec_dec=5.0"], root, env)
     ran = {s for s in STAGES if f"Running stage '{s}'" in out}
-    assert ran == {"train_joint", "finetune_semi"}, out
+    assert ran == {"train_joint", "finetune_semi", "evaluate"}, out

@@ -18,7 +18,7 @@ def test_train_evaluator_and_evaluate(tmp_path, isolated_mlflow, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_aligned(tmp_path / "data/aligned/labeled")
     p = train_params()
-    p["train_evaluator"] = {"epochs": 2, "batch_size": 8, "lr": 0.002}
+    p["train_evaluator"] = {"epochs": 2, "batch_size": 8, "lr": 0.05, "optimizer": "sgd"}
     p["evaluate"].update({"per_class": 4, "splits": 2, "figure_classes": 2, "nuisance_factors": ["light_x"]})
     write_params(tmp_path / "params.yaml", p)
     for args in (["train-gm"], ["train-joint"], ["train-evaluator"],

@@ -11,8 +11,8 @@ shift of up to +-4 px (replicate padding, random crop) and a random horizontal f
 SGD (momentum 0.9, nesterov, default lr 0.05) or Adam, weight decay 5e-4, batch 32, a cosine
 learning-rate decay to 0 over all steps; cross-entropy; 30 epochs; the last incomplete batch of an
 epoch is dropped; at the end the batch-norm statistics are recomputed over the unaugmented training
-images (`precise_bn`). On the built-in synthetic set (40 identities, 1600 training crops) this reaches
-about 0.99 test accuracy in 2-3 minutes on one CPU thread.
+images (`precise_bn`). On the built-in synthetic set (40 identities, 1600 training crops) this reached
+0.98-0.99 test accuracy (seeds 0 and 1) in about 2.5 minutes on one CPU thread.
 Checkpoints are plain dicts (config + state dict + caller's extras) readable with
 `torch.load(..., weights_only=True)`.
 """

@@ -15,7 +15,8 @@ Protocol (fixed):
   * images must be larger than 32 px; smaller ones (e.g. 32x32 CIFAR) are first enlarged by pixel
     replication by the smallest integer factor that makes them so (2 for 32 px), so the second scale
     sees the original pixels.
-  * pairs are evaluated `pair_batch` at a time on `device`; the result does not depend on the batch.
+  * pairs are evaluated `pair_batch` at a time on `device` (channels-last tensors); the result does not
+    depend on the batch. 512 suits a CPU (larger batches fall out of cache); 4096 suits a GPU.
 The diversity of a set of identical images is exactly 0.
 """
 from __future__ import annotations
@@ -45,8 +46,9 @@ def ms_ssim_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     if a.shape != b.shape or a.ndim != 4:
         raise ValueError(f"need two (P, C, S, S) batches of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    a01 = _enlarge((a.float() + 1.0) * 0.5)
-    b01 = _enlarge((b.float() + 1.0) * 0.5)
+    # channels_last: the library's grouped Gaussian convolutions run ~20x faster per image on CPU
+    a01 = _enlarge((a.float() + 1.0) * 0.5).contiguous(memory_format=torch.channels_last)
+    b01 = _enlarge((b.float() + 1.0) * 0.5).contiguous(memory_format=torch.channels_last)
     return ms_ssim(a01, b01, data_range=1.0, size_average=False, win_size=MS_SSIM_WIN_SIZE,
                    win_sigma=MS_SSIM_WIN_SIGMA, weights=list(MS_SSIM_WEIGHTS))
 
@@ -57,7 +59,7 @@ def _groups(labels: np.ndarray) -> dict:
 
 
 @torch.no_grad()
-def class_diversities(images_u8: np.ndarray, labels: np.ndarray, *, pair_batch: int = 1024,
+def class_diversities(images_u8: np.ndarray, labels: np.ndarray, *, pair_batch: int = 512,
                       device: str | torch.device = "cpu") -> dict:
     """Per class: 1 - mean MS-SSIM over all pairs of its images (batched). images_u8 (N, S, S, 3) uint8."""
     if len(images_u8) != len(labels):
@@ -84,7 +86,7 @@ def _mean_over_classes(per_class: dict) -> float:
     return float(np.mean(list(per_class.values())))
 
 
-def intra_class_diversity(images_u8: np.ndarray, labels: np.ndarray, *, pair_batch: int = 1024,
+def intra_class_diversity(images_u8: np.ndarray, labels: np.ndarray, *, pair_batch: int = 512,
                           device: str | torch.device = "cpu") -> float:
     """Eq. 12 averaged over classes, all pairs evaluated `pair_batch` at a time."""
     return _mean_over_classes(class_diversities(images_u8, labels, pair_batch=pair_batch, device=device))

@@ -3,8 +3,10 @@
     IS = exp( E_x KL( p(y|x) || p(y) ) )
 
 Protocol (fixed, so that numbers are comparable between runs):
-  * `probs` are the evaluator's softmax outputs p(y|x), one row per generated image, in the order the
-    images were generated (the caller fixes that order, e.g. class by class from a fixed seed);
+  * `probs` are the evaluator's softmax outputs p(y|x), one row per generated image, in an order the
+    caller fixes. Since each chunk has its own p(y), every chunk should hold all classes: interleave
+    the classes (row i showing class i mod C) rather than stacking them class by class, whose
+    consecutive chunks would each see only about C / splits classes and score far lower;
   * the rows are cut into `splits` consecutive chunks (`numpy.array_split`, so the first
     N mod splits chunks hold one row more); no shuffling;
   * per chunk, p(y) is that chunk's mean of p(y|x), the KL is computed exactly in nats
