@@ -213,27 +213,35 @@ def _to_tensor(x):
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def _shift(xb, rng, max_shift=2):
-    """Random translation by up to max_shift pixels (replicated borders): the crops' landmarks are
-    exact, so this only stands in for small alignment jitter."""
+def _augment(xb, rng, max_shift: int, flip: bool):
+    """Random translation by up to max_shift pixels (replicated borders; the crops' landmarks are
+    exact, so this only stands in for small alignment jitter) and, with flip, a random horizontal
+    mirror. Returns (batch, flipped mask)."""
+    import torch
     import torch.nn.functional as F
 
-    if max_shift <= 0:
-        return xb
-    pad = F.pad(xb, (max_shift,) * 4, mode="replicate")
-    out = xb.clone()
-    for i in range(len(xb)):
-        dx, dy = rng.integers(0, 2 * max_shift + 1, 2)
-        out[i] = pad[i, :, dy: dy + xb.shape[2], dx: dx + xb.shape[3]]
-    return out
+    flipped = torch.from_numpy(rng.random(len(xb)) < 0.5) if flip else torch.zeros(len(xb), dtype=torch.bool)
+    if flip and flipped.any():
+        xb = xb.clone()
+        xb[flipped] = xb[flipped].flip(3)
+    if max_shift > 0:
+        pad = F.pad(xb, (max_shift,) * 4, mode="replicate")
+        out = torch.empty_like(xb)
+        shifts = rng.integers(0, 2 * max_shift + 1, (len(xb), 2))
+        for i, (dx, dy) in enumerate(shifts):
+            out[i] = pad[i, :, dy: dy + xb.shape[2], dx: dx + xb.shape[3]]
+        xb = out
+    return xb, flipped
 
 
 def train_net(x_tr, heads, targets_tr, epochs: int, seed: int = 0, max_shift: int = 0, batch: int = 64,
-              hidden: int = 0, lr: float = 3e-3, texture: tuple = ()):
+              hidden: int = 0, lr: float = 3e-3, texture: tuple = (), flip_negate: tuple | None = None):
     """Train a small CNN with one output group per head for `epochs` epochs (AdamW, one-cycle
     schedule). heads: list of (name, kind, n) with kind 'reg' (n = 1, MSE on a standardised
     target) or 'cls' (n classes, cross-entropy); the heads named in `texture` (regression only)
-    must come last and are read through the pooled texture branch. Returns the model."""
+    must come last and are read through the pooled texture branch. flip_negate: when given, crops
+    are mirrored at random and these regression targets change sign with the mirror. Returns the
+    model."""
     import torch
     import torch.nn.functional as F
 
@@ -252,14 +260,18 @@ def train_net(x_tr, heads, targets_tr, epochs: int, seed: int = 0, max_shift: in
         perm = torch.from_numpy(rng.permutation(n))
         for s in range(steps):
             idx = perm[s * batch:(s + 1) * batch]
-            xb = _shift(x_all[idx], rng, max_shift)
+            xb, flipped = _augment(x_all[idx], rng, max_shift, flip_negate is not None)
+            sign = 1.0 - 2.0 * flipped.float()
             out = model(xb)
             loss, o = 0.0, 0
             for name, kind, k in heads:
                 part = out[:, o:o + k]
                 o += k
                 if kind == "reg":
-                    loss = loss + F.mse_loss(part[:, 0], t_all[name][idx].float())
+                    target = t_all[name][idx].float()
+                    if flip_negate is not None and name in flip_negate:
+                        target = target * sign
+                    loss = loss + F.mse_loss(part[:, 0], target)
                 else:
                     loss = loss + F.cross_entropy(part, t_all[name][idx].long())
             opt.zero_grad()
