@@ -6,8 +6,10 @@ stands in for the paper's Inception network (Appendix B.5).
 
 evaluate (protocol, fixed):
 - inception_score(_std): exp(E_x KL(p(y|x) || p(y))) with the evaluator's p(y|x) on `per_class` prior
-  samples per class (z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I), eval mode, seed `seed`), 10 splits of
-  consecutive chunks; inception_score_real: the same on the real test split (the ceiling);
+  samples per class (z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I), eval mode, seed `seed`), classes
+  interleaved, 10 splits of consecutive chunks; inception_score_real: the same on the real test split
+  (the ceiling), interleaved by class and cut into chunks of the generated chunk size (so the two
+  numbers are comparable: IS depends on the chunk size);
 - intra_class_diversity(_real): Eq. 12, 1 - mean MS-SSIM over all pairs within a class, averaged over
   classes (MS-SSIM protocol in lrlivae.evaluate.diversity);
 - fcd: Frechet distance of evaluator features, generated samples vs real test images;
@@ -31,7 +33,7 @@ from lrlivae.evaluate import figures as figs
 from lrlivae.evaluate.classifier import accuracy, features, load_evaluator, predict_probs, save_evaluator, train_evaluator
 from lrlivae.evaluate.diversity import intra_class_diversity
 from lrlivae.evaluate.frechet import fcd
-from lrlivae.evaluate.inception import inception_score
+from lrlivae.evaluate.inception import inception_score, interleave_classes, splits_for_chunk
 from lrlivae.evaluate.inpaint import MASKS, inpaint, make_mask, masked_psnr, masked_ssim
 from lrlivae.evaluate.probes import disentanglement_gap, disentanglement_table
 from lrlivae.io import atomic_write_bytes, atomic_write_json, save_png
@@ -73,8 +75,9 @@ def _generate(model, n_classes: int, per_class: int, seed: int, device) -> tuple
             imgs.append(to_uint8_images(out.x))
             ys.append(np.full(per_class, c))
     # interleave the classes, so that each Inception Score split (a consecutive chunk) holds all of them
-    order = np.arange(n_classes * per_class).reshape(n_classes, per_class).T.ravel()
-    return np.concatenate(imgs)[order], np.concatenate(ys)[order]
+    ys = np.concatenate(ys)
+    order = interleave_classes(ys)
+    return np.concatenate(imgs)[order], ys[order]
 
 
 def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: Path, evaluator_path: Path,
@@ -96,9 +99,12 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
     with stage_run("evaluate", params.model_dump(mode="json"), params_path) as tracker:
         t0 = time.perf_counter()
         gen, gen_y = _generate(model, len(ids), cfg.per_class, params.seed, device)
-        m["inception_score"], m["inception_score_std"] = inception_score(predict_probs(ev, gen),
-                                                                         splits=min(cfg.splits, len(gen)))
-        m["inception_score_real"], _ = inception_score(predict_probs(ev, x_te), splits=min(cfg.splits, len(x_te)))
+        splits = min(cfg.splits, len(gen))
+        m["inception_score"], m["inception_score_std"] = inception_score(predict_probs(ev, gen), splits=splits)
+        # the real ceiling: test images interleaved by class, in chunks as large as the generated ones
+        real_order = interleave_classes(y_te)
+        m["inception_score_real"], _ = inception_score(
+            predict_probs(ev, x_te[real_order]), splits=splits_for_chunk(len(x_te), len(gen) // splits))
         m["generated_class_accuracy"] = accuracy(ev, gen, gen_y)
         m["intra_class_diversity"] = intra_class_diversity(gen, gen_y)
         try:

@@ -70,6 +70,26 @@ def test_inception_score_mixed_by_hand():
         inception.inception_score(np.log(p), splits=2)  # logits are refused
 
 
+def test_interleave_classes_and_chunk_splits():
+    labels = np.array([2, 2, 0, 1, 0, 2, 0, 0])
+    order = inception.interleave_classes(labels)
+    assert sorted(order) == list(range(8))
+    # the classes take turns while they last (class 1 has one row, class 2 three) and keep their order
+    assert labels[order].tolist() == [0, 1, 2, 0, 2, 0, 2, 0]
+    assert order.tolist() == [2, 3, 0, 4, 1, 6, 5, 7]
+    # equal class sizes: row k*C + c is class c's k-th image
+    eq = np.repeat(np.arange(4), 5)
+    assert eq[inception.interleave_classes(eq)].tolist() == list(range(4)) * 5
+    # a class-sorted real set scores far below the same set interleaved (every chunk needs all classes)
+    one_hot = np.eye(4)[eq]
+    assert inception.inception_score(one_hot, splits=5)[0] < 2.0
+    assert inception.inception_score(one_hot[inception.interleave_classes(eq)], splits=5)[0] == pytest.approx(4.0)
+    assert inception.splits_for_chunk(460, 200) == 2
+    assert inception.splits_for_chunk(50, 200) == 1
+    with pytest.raises(ValueError):
+        inception.splits_for_chunk(10, 0)
+
+
 # ------------------------------------------------------------------------ diversity
 def test_diversity_identical_zero_distinct_positive():
     x = _faces(1)
@@ -88,6 +108,18 @@ def test_diversity_batched_equals_loop_and_small_images():
     assert 0 < diversity.intra_class_diversity(small, np.zeros(4, int)) < 1
     a = to_float_tensor(small)
     assert torch.allclose(diversity.ms_ssim_pairs(a, a), torch.ones(4), atol=1e-6)
+
+
+def test_fast_ms_ssim_equals_the_library_per_pair():
+    # the metric's fast path against pytorch_msssim (ms_ssim_pairs), pair by pair, at 64 px and at a
+    # size that is enlarged first; odd sides exercise the library's padded downscaling
+    for size, seed in ((64, 6), (32, 7), (45, 8)):
+        x = to_float_tensor(_faces(6, size=size, seed=seed))
+        stats = diversity._ImageStats(x)
+        for i in range(5):
+            fast = diversity.fast_ms_ssim_row(stats, i, i + 1, 6)
+            ref = diversity.ms_ssim_pairs(x[i : i + 1].expand(5 - i, -1, -1, -1), x[i + 1 :])
+            assert torch.allclose(fast, ref, atol=2e-6), (size, i, fast, ref)
 
 
 # ------------------------------------------------------------------------ Frechet distance

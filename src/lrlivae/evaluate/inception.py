@@ -11,7 +11,10 @@ Protocol (fixed, so that numbers are comparable between runs):
     N mod splits chunks hold one row more); no shuffling;
   * per chunk, p(y) is that chunk's mean of p(y|x), the KL is computed exactly in nats
     (0 log 0 = 0, no epsilon), averaged over the chunk's rows and exponentiated;
-  * the result is the mean and the (population, ddof=0) standard deviation of the per-chunk scores.
+  * the result is the mean and the (population, ddof=0) standard deviation of the per-chunk scores;
+  * a score on real images (the ceiling) uses the same chunk size as the generated set it is compared
+    with (`splits_for_chunk`), since IS grows with the chunk size while a chunk holds too few images
+    per class to estimate p(y); real images are interleaved by class like the generated ones.
 Its range is [1, C]: 1 when every row is the same distribution, C when every row is one-hot and the
 C classes are equally frequent within each chunk.
 """
@@ -46,3 +49,21 @@ def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """(mean, std) of the Inception Score over `splits` consecutive chunks of `probs` (N, C)."""
     s = split_scores(probs, splits)
     return float(s.mean()), float(s.std())
+
+
+def interleave_classes(labels: np.ndarray) -> np.ndarray:
+    """An order of the rows in which the classes take turns: the first image of every class, then the
+    second of every class, and so on (classes that run out drop out). Stable within a class."""
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.arange(len(labels)) - starts  # position of each row within its class
+    return order[np.lexsort((sorted_labels, rank))]
+
+
+def splits_for_chunk(n_rows: int, chunk: int) -> int:
+    """How many consecutive chunks of at least `chunk` rows n_rows make (at least 1)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return max(1, n_rows // chunk)
