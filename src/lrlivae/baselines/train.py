@@ -1,0 +1,108 @@
+"""The shared training loop (`lrlivae.train.loop.Trainer`) driving a baseline's step.
+
+`BaselineTrainer` keeps the loop's run / resume / atomic checkpoint / non-finite guard / logging and
+replaces only what differs from Lr-LiVAE: the optimisers (generator side: encoder and generator;
+critic side: discriminator and, for cVAE-GAN, the auxiliary classifier) and the step, one of
+`lrlivae.baselines.steps.STEPS`, taken once per iteration (the loop's "joint" mode with no GM steps).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lrlivae.baselines.steps import STEPS, BaselineWeights
+from lrlivae.train import distributed as ddp
+from lrlivae.train.checkpoint import rng_state, set_rng_state
+from lrlivae.train.loop import CHECKPOINT_FORMAT, Trainer, TrainSettings
+from lrlivae.train.sampler import EpochSampler
+
+
+class BaselineTrainer(Trainer):
+    """Trains one baseline on uint8 faces with integer labels (settings.mode is forced to one step per
+    iteration; settings.weights is unused, the baseline's weights are `weights`)."""
+
+    def __init__(self, model, disc, faces, rows: np.ndarray, labels: np.ndarray, settings: TrainSettings,
+                 weights: BaselineWeights, checkpoint_path: Path, fingerprint: str, extra_state: dict | None = None,
+                 device: torch.device | str = "cpu", dist: ddp.DistInfo = ddp.DistInfo(),
+                 log_fn: Callable[[dict, int], None] | None = None,
+                 on_epoch: Callable[["Trainer", int], None] | None = None):
+        s = replace(settings, mode="joint", n_gm=0)
+        self.model, self.disc, self.faces = model, disc, faces
+        self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
+        self.s, self.w, self.bw = s, s.weights, weights
+        self.step_fn = STEPS[model.kind]
+        self.checkpoint_path, self.fingerprint = Path(checkpoint_path), fingerprint
+        self.extra_state = extra_state or {}
+        self.device, self.dist = torch.device(device), dist
+        self.log_fn, self.on_epoch = log_fn, on_epoch
+        self.gm_epochs_before = 0.0
+        betas = (s.beta1, s.beta2)
+        critic = [p for n, p in model.named_parameters() if n.startswith("cls.")]
+        gen = [p for n, p in model.named_parameters() if not n.startswith("cls.")]
+        self.opt_g = torch.optim.Adam(gen, lr=s.lr, betas=betas)
+        critic = (list(disc.parameters()) if disc is not None else []) + critic
+        self.opt_d = torch.optim.Adam(critic, lr=s.lr, betas=betas) if critic else None
+        self.opt_gm = None
+        self.joint_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 2, rank=dist.rank, world=dist.world)
+        self.gm_sampler = self.joint_sampler  # no GM steps; the loop reads its epoch progress only
+        self.generator = torch.Generator(device=self.device).manual_seed(int(s.seed) * 1000 + dist.rank + 17)
+        self.labeled = None
+        self.step = 0
+        self.last_saved_step = -1
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, finished: bool) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "finished": finished,
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "mode": "baseline",
+            "settings": {k: v for k, v in asdict(self.s).items() if k != "weights"},
+            "weights": asdict(self.bw),
+            "model": self.model.state_dict(),
+            "disc": self.disc.state_dict() if self.disc is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "sampler_joint": self.joint_sampler.state_dict(),
+            "rng": {**rng_state(), "generator": self.generator.get_state()},
+            "history": self.history,
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        self.model.load_state_dict(st["model"])
+        if self.disc is not None and st.get("disc") is not None:
+            self.disc.load_state_dict(st["disc"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(st["opt_d"])
+        self.joint_sampler.load_state_dict(st["sampler_joint"])
+        set_rng_state(st["rng"])
+        self.generator.set_state(st["rng"]["generator"])
+        self.step = int(st["step"])
+        self.last_saved_step = self.step
+        self.history = list(st.get("history", []))
+
+    # ------------------------------------------------------------------ the step
+    def _update_sigma_lr(self) -> float:
+        return self.s.lr  # no GM prior
+
+    def _joint(self) -> dict:
+        x, y = self._batch(self.joint_sampler)
+        with self._autocast():
+            total, scalars = self.step_fn(self.model, self.disc, self.opt_g, self.opt_d, x, y, self.bw, self.generator)
+        self._check(total, scalars)
+        params = [p for g in self.opt_g.param_groups for p in g["params"]]
+        if self.opt_d is not None:
+            params += [p for g in self.opt_d.param_groups for p in g["params"]]
+        ddp.allreduce_grads(params, self.dist.world)
+        self.opt_g.step()
+        if self.opt_d is not None:
+            self.opt_d.step()
+        return scalars
