@@ -80,6 +80,41 @@ def _generate(model, n_classes: int, per_class: int, seed: int, device) -> tuple
     return np.concatenate(imgs)[order], ys[order]
 
 
+def generation_metrics(model, ev, n_classes: int, x_te: np.ndarray, y_te: np.ndarray, cfg, seed: int,
+                       device) -> dict:
+    """Inception Score (and its real-image ceiling), generated-class accuracy, intra-class diversity and FCD
+    of any model with `generate(y=c, n, generator)` (Lr-LiVAE or a baseline), by the protocol above."""
+    m: dict[str, float] = {}
+    gen, gen_y = _generate(model, n_classes, cfg.per_class, seed, device)
+    splits = min(cfg.splits, len(gen))
+    m["inception_score"], m["inception_score_std"] = inception_score(predict_probs(ev, gen), splits=splits)
+    # the real ceiling: test images interleaved by class, in chunks as large as the generated ones
+    real_order = interleave_classes(y_te)
+    m["inception_score_real"], _ = inception_score(
+        predict_probs(ev, x_te[real_order]), splits=splits_for_chunk(len(x_te), len(gen) // splits))
+    m["generated_class_accuracy"] = accuracy(ev, gen, gen_y)
+    m["intra_class_diversity"] = intra_class_diversity(gen, gen_y)
+    try:
+        m["intra_class_diversity_real"] = intra_class_diversity(x_te, y_te)
+    except ValueError as e:  # a test split with one image per class has no pairs
+        print(f"[lrlivae] warning: intra_class_diversity_real not computed: {e}")
+    m["fcd"] = fcd(features(ev, gen), features(ev, x_te))
+    return m
+
+
+def inpainting_metrics(model, x: torch.Tensor, size: int) -> dict:
+    """inpaint_psnr_<mask>, inpaint_ssim_<mask> on x (N, C, S, S) for every mask, for any model with
+    `reconstruct(x, sample=False)` (a baseline that needs labels comes wrapped in `LabelBound`)."""
+    m: dict[str, float] = {}
+    for name in MASKS:
+        mask = make_mask(name, size)
+        with monitor.evaluating(model):
+            x_inp = inpaint(model, x, mask)
+        m[f"inpaint_psnr_{name}"] = float(np.mean(masked_psnr(x, x_inp, mask)))
+        m[f"inpaint_ssim_{name}"] = float(np.mean(masked_ssim(x, x_inp, mask)))
+    return m
+
+
 def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: Path, evaluator_path: Path,
                  metrics_path: Path, figures_dir: Path, report_path: Path) -> dict:
     cfg = params.evaluate
@@ -98,33 +133,14 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
     m: dict[str, float] = {}
     with stage_run("evaluate", params.model_dump(mode="json"), params_path) as tracker:
         t0 = time.perf_counter()
-        gen, gen_y = _generate(model, len(ids), cfg.per_class, params.seed, device)
-        splits = min(cfg.splits, len(gen))
-        m["inception_score"], m["inception_score_std"] = inception_score(predict_probs(ev, gen), splits=splits)
-        # the real ceiling: test images interleaved by class, in chunks as large as the generated ones
-        real_order = interleave_classes(y_te)
-        m["inception_score_real"], _ = inception_score(
-            predict_probs(ev, x_te[real_order]), splits=splits_for_chunk(len(x_te), len(gen) // splits))
-        m["generated_class_accuracy"] = accuracy(ev, gen, gen_y)
-        m["intra_class_diversity"] = intra_class_diversity(gen, gen_y)
-        try:
-            m["intra_class_diversity_real"] = intra_class_diversity(x_te, y_te)
-        except ValueError as e:  # a test split with one image per class has no pairs
-            print(f"[lrlivae] warning: intra_class_diversity_real not computed: {e}")
-        m["fcd"] = fcd(features(ev, gen), features(ev, x_te))
+        m.update(generation_metrics(model, ev, len(ids), x_te, y_te, cfg, params.seed, device))
         codes_tr = monitor.encode_rows(model, ds.faces, tr, device)
         codes_te = monitor.encode_rows(model, ds.faces, te, device)
         m["zs_accuracy"] = monitor.gm_accuracy(model, codes_te.zs, y_te)
         m["zs_probe_accuracy"] = monitor.probe_accuracy(codes_tr.zs, labels[tr], codes_te.zs, y_te)
         m["zu_probe_accuracy"] = monitor.probe_accuracy(codes_tr.mu, labels[tr], codes_te.mu, y_te)
         m["chance_accuracy"] = 1.0 / len(ids)
-        x = to_float_tensor(x_te)
-        for name in MASKS:
-            mask = make_mask(name, ds.faces.shape[1])
-            with monitor.evaluating(model):
-                x_inp = inpaint(model, x, mask)
-            m[f"inpaint_psnr_{name}"] = float(np.mean(masked_psnr(x, x_inp, mask)))
-            m[f"inpaint_ssim_{name}"] = float(np.mean(masked_ssim(x, x_inp, mask)))
+        m.update(inpainting_metrics(model, to_float_tensor(x_te), ds.faces.shape[1]))
         kinds = {k: v for k, v in FACTOR_KINDS.items() if f"f_{k}" in ds.index}
         table_md = ""
         if kinds:
