@@ -177,6 +177,84 @@ def evaluate(
         _fail(e)
 
 
+KIND_OPT = typer.Option(..., "--kind", help="baseline: cvae | cgan | cvaegan")
+
+
+def _check_kind(kind: str) -> None:
+    from lrlivae.baselines import KINDS
+
+    if kind not in KINDS:
+        typer.echo(f"error: --kind must be one of {', '.join(KINDS)}, got {kind!r}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command("train-baseline")
+def train_baseline(
+    kind: str = KIND_OPT,
+    params: Path = PARAMS_OPT,
+    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    out: Optional[Path] = typer.Option(None, help="folder for model.pt (default models/baselines/KIND)"),
+    metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default reports/baselines/train_KIND.json)"),
+) -> None:
+    """Train a label-conditioned baseline (cVAE, cGAN with a projection discriminator, or cVAE-GAN)."""
+    from pipeline.baselines import run_train_baseline
+    from pipeline.training import TrainingError
+
+    _check_kind(kind)
+    p = _load(params)
+    if not (data / "faces.npy").exists():
+        _fail(FileNotFoundError(f"{data}/faces.npy does not exist; run `dvc repro align` first"))
+    try:
+        run_train_baseline(kind, p, params, data, out or Path(f"models/baselines/{kind}"),
+                           metrics or Path(f"reports/baselines/train_{kind}.json"))
+    except TrainingError as e:
+        _fail(e)
+
+
+@app.command("evaluate-baseline")
+def evaluate_baseline(
+    kind: str = KIND_OPT,
+    params: Path = PARAMS_OPT,
+    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    model: Optional[Path] = typer.Option(None, help="the baseline (default models/baselines/KIND/model.pt)"),
+    evaluator: Path = typer.Option(Path("models/train_evaluator/evaluator.pt"), help="the trained evaluator"),
+    metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default reports/baselines/KIND.json)"),
+    out: Optional[Path] = typer.Option(None, help="folder for figures/ and disentanglement.csv (default reports/baselines/KIND)"),
+) -> None:
+    """Score a baseline with the `evaluate` protocol and evaluator (IS, diversity, FCD, inpainting, probes)."""
+    from pipeline.baselines import run_evaluate_baseline
+
+    _check_kind(kind)
+    p = _load(params)
+    model = model or Path(f"models/baselines/{kind}/model.pt")
+    for path in (data / "faces.npy", model, evaluator):
+        if not path.exists():
+            _fail(FileNotFoundError(f"{path} does not exist; run the stage that writes it first (dvc repro)"))
+    try:
+        run_evaluate_baseline(kind, p, params, data, model, evaluator,
+                              metrics or Path(f"reports/baselines/{kind}.json"), out or Path(f"reports/baselines/{kind}"))
+    except ValueError as e:
+        _fail(e)
+
+
+@app.command()
+def compare(
+    params: Path = PARAMS_OPT,
+    ours: Path = typer.Option(Path("reports/evaluate.json"), help="the `evaluate` report of Lr-LiVAE"),
+    ours_table: Path = typer.Option(Path("reports/disentanglement.csv"), help="its disentanglement table"),
+    baselines: Path = typer.Option(Path("reports/baselines"), help="folder of the baseline reports (KIND.json)"),
+    out_json: Path = typer.Option(Path("reports/comparison.json"), help="flat comparison metrics"),
+    out_md: Path = typer.Option(Path("reports/comparison.md"), help="the comparison tables"),
+) -> None:
+    """The paper's comparison tables (Tables 1, 2; FCD, inpainting, disentanglement) from the reports."""
+    from pipeline.compare import run_compare
+
+    p = _load(params)
+    if not ours.exists():
+        _fail(FileNotFoundError(f"{ours} does not exist; run `dvc repro evaluate` first"))
+    run_compare(p, params, ours, baselines, ours_table, out_json, out_md)
+
+
 @app.command("fetch-facescrub")
 def fetch_facescrub(
     params: Path = PARAMS_OPT,

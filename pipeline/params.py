@@ -174,6 +174,51 @@ class EvaluateParams(Strict):
                                    "light_strength", "bg_brightness"]
 
 
+# ---------------------------------------------------------------------------------------------- baselines
+class BaselineCommon(Strict):
+    """Settings every baseline shares (stages train_baseline@<kind>); the nets are sized by `model`."""
+
+    steps: int = Field(default=300, ge=1, description="training steps (one update of every network each)")
+    batch_size: int = Field(default=64, ge=2, le=65536)
+    lr: float = Field(default=5e-4, gt=0, le=1)
+    beta1: float = Field(default=0.0, ge=0, lt=1)
+    beta2: float = Field(default=0.9, ge=0, lt=1)
+    z_dim: int = Field(default=32, ge=1, le=4096, description="size of z (the label enters as one-hot)")
+    checkpoint_every: int = Field(default=50, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    grid_classes: int = Field(default=8, ge=1, description="classes shown in the per-epoch sample grid")
+
+
+class BaselineKind(Strict):
+    steps: Optional[int] = Field(default=None, ge=1, description="overrides baselines.common.steps")
+
+
+class CVAEParams(BaselineKind):
+    rec: float = Field(default=10.0, ge=0, description="L_rec weight (mean squared error)")
+    kl: float = Field(default=0.1, ge=0, description="KL weight (mean over z dims)")
+
+
+class CGANParams(BaselineKind):
+    gan_loss: Literal["hinge", "bce"] = "hinge"
+
+
+class CVAEGANParams(CVAEParams):
+    fm_d: float = Field(default=0.1, ge=0, description="pairwise D-feature matching in L_G")
+    fm_c: float = Field(default=0.1, ge=0, description="pairwise C-feature matching in L_G")
+    gd: float = Field(default=1.0, ge=0, description="L_GD, mean D-feature matching (generator)")
+    gc: float = Field(default=1.0, ge=0, description="L_GC, class-mean C-feature matching (generator)")
+    gan_loss: Literal["hinge", "bce"] = "bce"
+
+
+class BaselinesParams(Strict):
+    common: BaselineCommon = BaselineCommon()
+    cvae: CVAEParams = CVAEParams()
+    cgan: CGANParams = CGANParams()
+    cvaegan: CVAEGANParams = CVAEGANParams()
+
+
 # ---------------------------------------------------------------------------------------------- root
 class Params(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -191,6 +236,7 @@ class Params(Strict):
     train_evaluator: TrainEvaluatorParams = TrainEvaluatorParams()
     evaluate: EvaluateParams = EvaluateParams()
     fetch_facescrub: FetchFaceScrubParams = FetchFaceScrubParams()
+    baselines: BaselinesParams = BaselinesParams()
 
 
 class ParamsError(ValueError):

@@ -51,6 +51,9 @@ def train_params(**over):
                          "grid_classes": 2})
     p["finetune_semi"].update({"grid_size": 3, "swap_pairs": 20, "predictor_epochs": 1})
     p["train_evaluator"].update({"epochs": 1, "batch_size": 8})
+    if "baselines" in p:
+        p["baselines"]["common"].update({"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2,
+                                         "device": "cpu", "grid_classes": 2})
     p["evaluate"].update({"per_class": 4, "splits": 2, "figure_classes": 2})
     p.update(over)
     return p

@@ -1,0 +1,156 @@
+"""Stage `compare`: the paper's comparison tables (Tables 1, 2, 5, 6; Fig. 7) from the reports of
+`evaluate` (Lr-LiVAE) and `evaluate_baseline@<kind>` (cVAE, cGAN, cVAE-GAN), all scored by the same
+evaluator with the same protocol.
+
+Writes reports/comparison.json (flat keys `<metric>/<model>`, e.g. `inception_score/cvae`, and the
+comparison id) and reports/comparison.md (Table 1: Inception Score; Table 2: intra-class diversity;
+FCD; inpainting PSNR / SSIM per mask; identity left in the label-free code; disentanglement on the
+synthetic set). A metric a model does not have (cGAN: no encoder) is "n/a".
+
+MLflow: one run per model, holding that model's metrics under their own names, and one run `all`
+with the flat keys and both files; every run is tagged `comparison` = the comparison id (a hash of the
+compared numbers) and `model`, so `tags.comparison = "<id>"` in the MLflow UI lists them side by side.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from lrlivae.baselines.models import KINDS, NAMES
+from lrlivae.evaluate.inpaint import MASKS
+from lrlivae.io import atomic_write_bytes, atomic_write_json
+from pipeline.params import Params
+from pipeline.tracking import stage_run
+
+OURS = "ours"
+LABELS = {**NAMES, OURS: "Lr-LiVAE (ours)"}
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fmt(m: dict, key: str, digits: int = 3, std: str | None = None) -> str:
+    if not _num(m.get(key)):
+        return "n/a"
+    s = f"{m[key]:.{digits}f}"
+    return s + (f" ± {m[std]:.{digits}f}" if std and _num(m.get(std)) else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def load_reports(ours: Path, baselines_dir: Path) -> dict[str, dict]:
+    """{model: metrics} for the baselines that have a report, then ours."""
+    reports = {k: json.loads((Path(baselines_dir) / f"{k}.json").read_text()) for k in KINDS
+               if (Path(baselines_dir) / f"{k}.json").exists()}
+    reports[OURS] = json.loads(Path(ours).read_text())
+    return reports
+
+
+def flat_metrics(reports: dict[str, dict]) -> dict[str, float]:
+    return {f"{k}/{model}": float(v) for model, m in reports.items() for k, v in m.items() if _num(v)}
+
+
+def comparison_id(flat: dict[str, float]) -> str:
+    return "cmp-" + hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _factor_tables(ours_table: Path | None, baselines_dir: Path, models: list[str]) -> list[str]:
+    cols, frames = [], {}
+    if ours_table is not None and Path(ours_table).exists():
+        frames[OURS] = pd.read_csv(ours_table, index_col=0)
+    for k in models:
+        p = Path(baselines_dir) / k / "disentanglement.csv"
+        if k != OURS and p.exists():
+            frames[k] = pd.read_csv(p, index_col=0)
+    if not frames:
+        return []
+    base = next(iter(frames.values()))
+    rows = []
+    for factor in base.index:
+        row = [factor, str(base.loc[factor, "kind"]), str(base.loc[factor, "metric"])]
+        for model, t in frames.items():
+            if model == OURS:
+                row += [f"{t.loc[factor, 'from_zs']:.3f}", f"{t.loc[factor, 'from_zu']:.3f}"]
+            else:
+                row.append(f"{t.loc[factor, 'from_zu']:.3f}" if factor in t.index else "n/a")
+        rows.append(row)
+    for model in frames:
+        cols += ["ours: from z_s", "ours: from z_u"] if model == OURS else [f"{LABELS[model]}: from z"]
+    return ["", "Each ground-truth factor probed from each code (R^2 or accuracy on held-out codes; for the "
+            "baselines the label-relevant code is the one-hot label itself, so only z is shown):", ""] + \
+        _table(["factor", "kind", "metric"] + cols, rows)
+
+
+def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | None, baselines_dir: Path) -> str:
+    models = list(reports)
+    ours = reports[OURS]
+    real = lambda k: _fmt(ours, k)  # noqa: E731  real-image ceilings (the same test split for every model)
+    lines = ["# Comparison with the label-conditioned baselines", "",
+             "Every model is scored by the same evaluator on the same test split with the same protocol "
+             "(README: Evaluation). Baselines generate class c from z ~ N(0, I) concatenated with onehot(c); "
+             "ours from z_s ~ N(mu_c, Sigma_c) and z_u ~ N(0, I).", "",
+             f"MLflow: runs tagged `comparison = {cid}`; in the UI filter `tags.comparison = \"{cid}\"`, select "
+             "the runs and press Compare.", "",
+             "## Table 1: Inception Score (higher is better)", ""]
+    lines += _table(["model", "Inception Score", "generated-class accuracy"],
+                    [[LABELS[m], _fmt(r, "inception_score", 2, "inception_score_std"),
+                      _fmt(r, "generated_class_accuracy")] for m, r in reports.items()]
+                    + [["real test images", real("inception_score_real"), "-"]])
+    lines += ["", "## Table 2: intra-class diversity, Eq. 12 (1 - mean MS-SSIM within a class; higher is more diverse)", ""]
+    lines += _table(["model", "intra-class diversity"], [[LABELS[m], _fmt(r, "intra_class_diversity", 4)]
+                                                         for m, r in reports.items()]
+                    + [["real test images", _fmt(ours, "intra_class_diversity_real", 4)]])
+    lines += ["", "## FCD: Frechet distance of evaluator features to the real test images (lower is better)", ""]
+    lines += _table(["model", "FCD"], [[LABELS[m], _fmt(r, "fcd", 2)] for m, r in reports.items()])
+    lines += ["", "## Inpainting (Fig. 7): PSNR in dB over the masked region (SSIM in brackets)", "",
+              "cVAE and cVAE-GAN are given the true label, as in the paper; ours uses none; cGAN has no encoder.", ""]
+    rows = []
+    for m, r in reports.items():
+        label = "Lr-LiVAE (ours, no label)" if m == OURS else \
+            LABELS[m] + (" (true label)" if _num(r.get("inpaint_psnr_eyes")) else "")
+        rows.append([label] + [f"{_fmt(r, f'inpaint_psnr_{k}', 2)} ({_fmt(r, f'inpaint_ssim_{k}')})"
+                               if _num(r.get(f"inpaint_psnr_{k}")) else "n/a" for k in MASKS])
+    lines += _table(["model"] + list(MASKS), rows)
+    lines += ["", "## Identity left in the label-free code (logistic probe, test accuracy; lower is better)", "",
+              f"Chance: {_fmt(ours, 'chance_accuracy')}. Ours: z_u (z_s classifies identity at "
+              f"{_fmt(ours, 'zs_probe_accuracy')}); baselines: z, the mean of q(z | x, c).", ""]
+    lines += _table(["model", "code", "identity probe accuracy"],
+                    [[LABELS[m], "z_u" if m == OURS else "z",
+                      _fmt(r, "zu_probe_accuracy" if m == OURS else "z_probe_accuracy")] for m, r in reports.items()])
+    if any(_num(r.get("disentanglement_gap")) for r in reports.values()):
+        lines += ["", "## Disentanglement on the synthetic ground truth", "",
+                  "disentanglement_gap = mean over identity factors of (score from the label-relevant code - score "
+                  "from the label-free code) + mean over nuisance factors of the reverse (higher is better).", ""]
+        lines += _table(["model", "disentanglement_gap"], [[LABELS[m], _fmt(r, "disentanglement_gap")]
+                                                          for m, r in reports.items()])
+        lines += _factor_tables(ours_table, baselines_dir, models)
+    return "\n".join(lines) + "\n"
+
+
+def run_compare(params: Params, params_path: Path, ours: Path, baselines_dir: Path, ours_table: Path | None,
+                out_json: Path, out_md: Path) -> dict:
+    reports = load_reports(ours, baselines_dir)
+    flat = flat_metrics(reports)
+    cid = comparison_id(flat)
+    out = {"comparison": cid, **flat}
+    atomic_write_json(out_json, out)
+    atomic_write_bytes(out_md, comparison_markdown(reports, cid, ours_table, baselines_dir).encode())
+    p = params.model_dump(mode="json")
+    for model, m in reports.items():
+        with stage_run("compare", p, params_path) as tracker:
+            tracker.set_tags({"comparison": cid, "model": model, "mlflow.runName": f"compare@{model}"})
+            tracker.log_metrics(m)
+    with stage_run("compare", p, params_path) as tracker:
+        tracker.set_tags({"comparison": cid, "model": "all", "mlflow.runName": "compare@all"})
+        tracker.log_metrics(flat)
+        tracker.log_artifact(out_md)
+        tracker.log_artifact(out_json)
+    print(f"compare: {', '.join(reports)} -> {out_md} (MLflow: tags.comparison = \"{cid}\")")
+    return out
