@@ -71,9 +71,10 @@ def to_float_tensor(batch_u8: np.ndarray):
     import torch
 
     # reorder to NCHW while still uint8 (a quarter of the bytes), then convert; contiguous NCHW matters:
-    # channels-last input makes CPU convolutions many times slower
-    t = torch.from_numpy(np.ascontiguousarray(batch_u8)).permute(0, 3, 1, 2).contiguous().float()
-    return t.div_(127.5).sub_(1.0)
+    # channels-last input makes CPU convolutions many times slower. numpy's uint8 transpose copy is ~3x
+    # faster than torch's permute().contiguous() on uint8 (bench/align_speed.py measures the loader).
+    nchw = np.ascontiguousarray(np.asarray(batch_u8).transpose(0, 3, 1, 2))
+    return torch.from_numpy(nchw).float().div_(127.5).sub_(1.0)
 
 
 def to_uint8_images(x) -> np.ndarray:
