@@ -255,6 +255,20 @@ def compare(
     run_compare(p, params, ours, baselines, ours_table, out_json, out_md)
 
 
+@app.command()
+def toy(
+    params: Path = PARAMS_OPT,
+    metrics: Path = typer.Option(Path("reports/toy.json"), help="metrics JSON"),
+    figures: Path = typer.Option(Path("reports/figures/toy"), help="folder for fig2.png"),
+    report: Path = typer.Option(Path("reports/toy.md"), help="the Markdown report"),
+) -> None:
+    """Toy example (Sec. 4.1, Fig. 2): Lr-LiVAE against cVAE-GAN on three noisy half circles."""
+    from pipeline import toy as stage
+
+    p = _load(params)
+    stage.run(p, params, metrics, figures, report)
+
+
 @app.command("fetch-facescrub")
 def fetch_facescrub(
     params: Path = PARAMS_OPT,

@@ -219,6 +219,53 @@ class BaselinesParams(Strict):
     cvaegan: CVAEGANParams = CVAEGANParams()
 
 
+# ---------------------------------------------------------------------------------------------- toy
+class ToyParams(Strict):
+    """The toy example (Sec. 4.1, Fig. 2; lrlivae.toy): Lr-LiVAE against cVAE-GAN on three half circles."""
+
+    seeds: list[int] = Field(default=[0, 1, 2], min_length=1, description="one training set and run per seed")
+    n_per_class: int = Field(default=1000, ge=2, description="training points per class")
+    spacing: float = Field(default=2.2, gt=0, description="horizontal distance of the half circles (App. B.1)")
+    noise: float = Field(default=0.15, ge=0, description="std of the Gaussian noise (App. B.1)")
+    epochs: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=5e-4, gt=0, le=1)
+    beta1: float = Field(default=0.0, ge=0, lt=1)
+    beta2: float = Field(default=0.9, ge=0, lt=1)
+    hidden: list[int] = Field(default=[32, 64, 64], min_length=1, description="MLP hidden units (encoders, D)")
+    zs_dim: int = Field(default=2, ge=1, description="ours: label-relevant code")
+    zu_dim: int = Field(default=2, ge=1, description="ours: label-irrelevant code")
+    z_dim: int = Field(default=2, ge=1, description="cVAE-GAN: its code (the label is a one-hot input)")
+    adv_hidden: int = Field(default=32, ge=1)
+    gm_var_init: float = Field(default=0.1, gt=0, lt=100, description="ours: initial GM prior variances")
+    gm_mean_init: float = Field(default=1.0, ge=0)
+    lambda_lkd: float = Field(default=0.1, ge=0)
+    lambda_kl: float = Field(default=1.0, ge=0, description="both encoders")
+    lambda_rec: float = Field(default=10.0, ge=0, description="both encoders")
+    rec_s: float = Field(default=1.0, ge=0)
+    rec_dec: float = Field(default=10.0, gt=0, description="both decoders")
+    adv_e: float = Field(default=1.0, ge=0)
+    gan_g: float = Field(default=1.0, ge=0, description="ours: generator GAN weight")
+    gan_loss: Literal["bce", "hinge"] = "bce"
+    n_gm: int = Field(default=1, ge=0, le=100)
+    gm_pretrain_epochs: int = Field(default=1, ge=0)
+    fm: float = Field(default=1.0, ge=0, description="cVAE-GAN: weight of the mean feature matching terms")
+    eval_per_class: int = Field(default=1000, ge=2, description="generated and held-out real points per class")
+    eval_seed: int = Field(default=1234, ge=0, le=2**31 - 2)
+    swd_projections: int = Field(default=128, ge=1)
+    figure_epochs: list[int] = Field(default=[1, 5, 10, 25, 50], min_length=1)
+    figure_per_class: int = Field(default=300, ge=1)
+
+    @model_validator(mode="after")
+    def _epochs_in_range(self):
+        bad = [e for e in self.figure_epochs if not 1 <= e <= self.epochs]
+        if bad:
+            raise ValueError(f"figure_epochs must lie in [1, epochs={self.epochs}], got {bad}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        return self
+
+
 # ---------------------------------------------------------------------------------------------- root
 class Params(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -236,6 +283,7 @@ class Params(Strict):
     train_evaluator: TrainEvaluatorParams = TrainEvaluatorParams()
     evaluate: EvaluateParams = EvaluateParams()
     fetch_facescrub: FetchFaceScrubParams = FetchFaceScrubParams()
+    toy: ToyParams = ToyParams()
     baselines: BaselinesParams = BaselinesParams()
 
 

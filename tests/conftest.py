@@ -17,6 +17,8 @@ def tiny_params(**overrides) -> dict:
     p["synth"]["unlabeled"] = {"n_identities": 2, "images_per_identity": 5}
     p["synth"]["workers"] = 1
     p["align"]["workers"] = 1
+    p["toy"].update({"seeds": [0], "n_per_class": 32, "epochs": 2, "batch_size": 16, "eval_per_class": 40,
+                     "swd_projections": 16, "figure_epochs": [1, 2], "figure_per_class": 20})
     for key, value in overrides.items():
         node = p
         *parents, last = key.split(".")
