@@ -66,7 +66,7 @@ class Split(Strict):
 
 class OpenCVDetector(Strict):
     scale_factor: float = Field(default=1.1, gt=1.0, le=2.0)
-    min_neighbors: int = Field(default=5, ge=0, le=50)
+    min_neighbors: int = Field(default=4, ge=0, le=50)
     min_size: int = Field(default=24, ge=8, le=1024)
 
 
@@ -120,6 +120,7 @@ class TrainCommon(Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     grid_classes: int = Field(default=8, ge=1, description="classes shown in the per-epoch sample grid")
     gm_shift: int = Field(default=0, ge=0, le=16, description="GM steps: random shifts of up to this many pixels")
+    gm_flip: bool = Field(default=False, description="GM steps: random left-right mirrors of the batch images")
 
 
 class TrainGMParams(TrainCommon):

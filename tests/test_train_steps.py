@@ -213,3 +213,16 @@ def test_gm_shift_translates_the_batch(tmp_path):
     dy, dx = [(i, j) for i in range(-3, 4) for j in range(-3, 4)
               if torch.equal(y[:, :, 4:28, 4:28], x[:, :, 4 + i : 28 + i, 4 + j : 28 + j])][0]
     assert max(abs(dy), abs(dx)) <= 3
+
+
+def test_gm_flip_mirrors_about_half_the_images(tmp_path):
+    faces, labels = tiny_data()
+    t = _trainer(tmp_path, faces, labels, steps=1, mode="gm")
+    x = torch.randn(200, 3, 8, 8)
+    assert torch.equal(t._flip(x), x)  # gm_flip off: unchanged
+    t.s.gm_flip = True
+    y = t._flip(x)
+    mirrored = torch.tensor([torch.equal(y[i], x[i].flip(-1)) for i in range(len(x))])
+    kept = torch.tensor([torch.equal(y[i], x[i]) for i in range(len(x))])
+    assert bool((mirrored | kept).all())  # every image is either itself or its mirror
+    assert 70 < int(mirrored.sum()) < 130  # about half of them mirrored

@@ -50,6 +50,7 @@ class TrainSettings:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
     seed: int = 0
     gm_shift: int = 0  # GM steps: random translation of each batch by up to this many pixels (augmentation)
+    gm_flip: bool = False  # GM steps: mirror each image left-right with probability 1/2 (augmentation)
     mix_labeled: float = 0.0  # mode semi: fraction of steps taken on a labeled batch instead (Algorithm 1 step)
     weights: LossWeights = field(default_factory=LossWeights)
 
@@ -223,10 +224,17 @@ class Trainer:
         h, w = x.shape[2] - 2 * k, x.shape[3] - 2 * k
         return x[:, :, k + dy : k + dy + h, k + dx : k + dx + w]
 
+    def _flip(self, x: torch.Tensor) -> torch.Tensor:
+        """Mirror each image of the batch left-right with probability 1/2 (when gm_flip is on)."""
+        if not self.s.gm_flip:
+            return x
+        mirror = torch.rand(len(x), generator=self.generator, device=self.generator.device) < 0.5  # (B,)
+        return torch.where(mirror.to(x.device)[:, None, None, None], x.flip(-1), x)
+
     def _gm(self) -> dict:
         self._update_sigma_lr()
         x, y = self._batch(self.gm_sampler)
-        x = self._shift(x)
+        x = self._flip(self._shift(x))
         with self._autocast():
             total, scalars = gm_step(self.model, self.opt_gm, x, y, self.w)
         self._check(total, scalars)
