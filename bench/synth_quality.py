@@ -160,10 +160,14 @@ def linear_probe(crops, ids, train, test) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ CNNs
-# Low-level factors: statistics of the whole crop rather than things at places. The factor network
-# reads them through a global-average-pooled branch, which keeps it from memorising the training
-# crops instead of learning the texture cue.
-TEXTURE_FACTORS = ("blur", "noise", "jpeg_quality")
+# Pixel-level factors: statistics of the whole crop rather than things at places. They are read by
+# a separate fully convolutional network that averages over the crop and trains on random patches,
+# which keeps it from memorising the training crops instead of learning the texture cue.
+TEXTURE_FACTORS = ("noise", "jpeg_quality")
+TEXTURE_PATCH = 40
+
+# Factors whose sign flips when the crop is mirrored (the factor network trains on random mirrors).
+MIRROR_NEGATES = ("yaw", "light_x")
 
 
 def _cbr(i, o, stride):
@@ -172,39 +176,30 @@ def _cbr(i, o, stride):
     return [nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
 
-class SmallCNN:
-    """Factory for the measuring networks (built lazily so torch loads only when needed)."""
+def spatial_cnn(n_out: int, hidden: int = 0, full_res_stem: bool = False):
+    """A small plain CNN: 64 -> 8 px in three stride-2 steps, pooled to 4x4, then one or two dense
+    layers. The full-resolution stem (one more 3x3 layer at 64 px) keeps pixel-level detail."""
+    import torch.nn as nn
 
-    @staticmethod
-    def build(n_spatial: int, n_texture: int = 0, hidden: int = 0):
-        import torch
-        import torch.nn as nn
+    if full_res_stem:
+        stem = [*_cbr(3, 16, 1), *_cbr(16, 32, 2), *_cbr(32, 48, 2)]
+    else:
+        stem = [*_cbr(3, 24, 2), *_cbr(24, 48, 2), *_cbr(48, 48, 1)]
+    layers = [*stem, *_cbr(48, 96, 2), *_cbr(96, 96, 1), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Dropout(0.3)]
+    if hidden:
+        layers += [nn.Linear(96 * 16, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_out)]
+    else:
+        layers += [nn.Linear(96 * 16, n_out)]
+    return nn.Sequential(*layers)
 
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                # 64 -> 16 px; a texture branch pools here, the spatial branch goes on to 8 px
-                self.low = nn.Sequential(*_cbr(3, 24, 1), *_cbr(24, 32, 2), *_cbr(32, 48, 2))
-                self.high = nn.Sequential(*_cbr(48, 96, 2), *_cbr(96, 96, 1), nn.AdaptiveAvgPool2d(4),
-                                          nn.Flatten(), nn.Dropout(0.3))
-                if hidden:
-                    self.head = nn.Sequential(nn.Linear(96 * 16, hidden), nn.ReLU(inplace=True),
-                                              nn.Linear(hidden, n_spatial))
-                else:
-                    self.head = nn.Linear(96 * 16, n_spatial)
-                self.texture = None
-                if n_texture:
-                    self.texture = nn.Sequential(*_cbr(48, 64, 1), nn.Conv2d(64, n_texture, 1),
-                                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
-            def forward(self, x):
-                f = self.low(x)
-                out = self.head(self.high(f))
-                if self.texture is not None:
-                    out = torch.cat([out, self.texture(f)], 1)
-                return out
+def texture_cnn(n_out: int, width: int = 16):
+    """Fully convolutional, global average pooled: sees any crop size, cares about statistics only."""
+    import torch.nn as nn
 
-        return Net()
+    w = width
+    return nn.Sequential(*_cbr(3, w, 1), *_cbr(w, 2 * w, 2), *_cbr(2 * w, 2 * w, 1), *_cbr(2 * w, 3 * w, 2),
+                         nn.Conv2d(3 * w, n_out, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 def _to_tensor(x):
@@ -213,10 +208,10 @@ def _to_tensor(x):
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def _augment(xb, rng, max_shift: int, flip: bool):
+def _augment(xb, rng, max_shift: int, flip: bool, patch: int = 0):
     """Random translation by up to max_shift pixels (replicated borders; the crops' landmarks are
-    exact, so this only stands in for small alignment jitter) and, with flip, a random horizontal
-    mirror. Returns (batch, flipped mask)."""
+    exact, so this only stands in for small alignment jitter), with flip a random horizontal mirror,
+    with patch a random patch x patch window (one position per batch). Returns (batch, flipped)."""
     import torch
     import torch.nn.functional as F
 
@@ -231,24 +226,24 @@ def _augment(xb, rng, max_shift: int, flip: bool):
         for i, (dx, dy) in enumerate(shifts):
             out[i] = pad[i, :, dy: dy + xb.shape[2], dx: dx + xb.shape[3]]
         xb = out
+    if patch:
+        ox, oy = rng.integers(0, xb.shape[3] - patch + 1, 2)
+        xb = xb[:, :, oy: oy + patch, ox: ox + patch]
     return xb, flipped
 
 
-def train_net(x_tr, heads, targets_tr, epochs: int, seed: int = 0, max_shift: int = 0, batch: int = 64,
-              hidden: int = 0, lr: float = 3e-3, texture: tuple = (), flip_negate: tuple | None = None):
-    """Train a small CNN with one output group per head for `epochs` epochs (AdamW, one-cycle
-    schedule). heads: list of (name, kind, n) with kind 'reg' (n = 1, MSE on a standardised
-    target) or 'cls' (n classes, cross-entropy); the heads named in `texture` (regression only)
-    must come last and are read through the pooled texture branch. flip_negate: when given, crops
-    are mirrored at random and these regression targets change sign with the mirror. Returns the
-    model."""
+def train_net(model, x_tr, heads, targets_tr, epochs: int, seed: int = 0, max_shift: int = 0, batch: int = 64,
+              lr: float = 3e-3, flip_negate: tuple | None = None, patch: int = 0):
+    """Train `model` (outputs: one group per head, in order) for `epochs` epochs with AdamW and a
+    one-cycle schedule. heads: list of (name, kind, n) with kind 'reg' (n = 1, MSE on a
+    standardised target) or 'cls' (n classes, cross-entropy). flip_negate: when given, crops are
+    mirrored at random and these regression targets change sign with the mirror. patch: train on
+    random square patches of this size. Returns the model."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    n_tex = sum(n for name, _, n in heads if name in texture)
-    model = SmallCNN.build(sum(n for _, _, n in heads) - n_tex, n_tex, hidden)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     x_all = _to_tensor(x_tr)
     t_all = {k: torch.as_tensor(v) for k, v in targets_tr.items()}
@@ -260,7 +255,7 @@ def train_net(x_tr, heads, targets_tr, epochs: int, seed: int = 0, max_shift: in
         perm = torch.from_numpy(rng.permutation(n))
         for s in range(steps):
             idx = perm[s * batch:(s + 1) * batch]
-            xb, flipped = _augment(x_all[idx], rng, max_shift, flip_negate is not None)
+            xb, flipped = _augment(x_all[idx], rng, max_shift, flip_negate is not None, patch)
             sign = 1.0 - 2.0 * flipped.float()
             out = model(xb)
             loss, o = 0.0, 0
@@ -292,40 +287,70 @@ def predict(model, x, batch: int = 256) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def factor_scores(crops, meta, train, test, epochs: int) -> dict:
-    names = [n for n in {**S.IDENTITY_FACTORS, **S.NUISANCE_FACTORS} if n not in S.FRAME_FACTORS]
-    names = [n for n in names if n not in TEXTURE_FACTORS] + [n for n in names if n in TEXTURE_FACTORS]
-    kinds = {**S.IDENTITY_FACTORS, **S.NUISANCE_FACTORS}
+def _heads(names, kinds, m_tr):
     heads, targets, stats = [], {}, {}
     for name in names:
-        y = meta[f"f_{name}"].to_numpy()
+        y = m_tr[f"f_{name}"].to_numpy()
         if kinds[name] == "continuous":
-            mu, sd = y[train].mean(), y[train].std() + 1e-9
+            mu = 0.0 if name in MIRROR_NEGATES else y.mean()  # mirrored targets: sign only
+            sd = y.std() + 1e-9
             heads.append((name, "reg", 1))
-            targets[name] = ((y[train] - mu) / sd).astype(np.float32)
+            targets[name] = ((y - mu) / sd).astype(np.float32)
             stats[name] = (mu, sd)
         else:
-            classes = np.unique(y)
-            heads.append((name, "cls", int(classes.max()) + 1))
-            targets[name] = y[train].astype(np.int64)
-    model = train_net(crops[train], heads, targets, epochs, seed=1, hidden=256, texture=TEXTURE_FACTORS)
-    out_all = predict(model, crops[test])
+            heads.append((name, "cls", int(y.max()) + 1))
+            targets[name] = y.astype(np.int64)
+    return heads, targets, stats
+
+
+def _score(out_all, heads, stats, meta, test, measured_on) -> dict:
     res, o = {}, 0
     for name, kind, k in heads:
         part = out_all[:, o:o + k]
         o += k
+        if name.startswith("_"):
+            continue
         y = meta[f"f_{name}"].to_numpy()[test]
         if kind == "reg":
             mu, sd = stats[name]
-            res[name] = {"kind": "continuous", "r2": r2(y, part[:, 0] * sd + mu), "measured_on": "aligned crop"}
+            res[name] = {"kind": "continuous", "r2": r2(y, part[:, 0] * sd + mu), "measured_on": measured_on}
         else:
-            res[name] = {"kind": "discrete", "acc": float((part.argmax(1) == y).mean()), "measured_on": "aligned crop"}
+            res[name] = {"kind": "discrete", "acc": float((part.argmax(1) == y).mean()), "measured_on": measured_on}
     return res
+
+
+def factor_scores(crops, meta, train, test, epochs: int, texture_epochs: int, extra_crops=None,
+                  extra_meta=None) -> dict:
+    """Factors from the aligned crops: a multi-output CNN for everything but the pixel-level
+    factors, a fully convolutional one for those; both trained on the train crops (plus, when given,
+    the extra crops: the unlabeled set, whose factors are known too), scored on the test crops. An
+    auxiliary identity output helps the first read the identity factors."""
+    kinds = {**S.IDENTITY_FACTORS, **S.NUISANCE_FACTORS}
+    names = [n for n in kinds if n not in S.FRAME_FACTORS and n not in TEXTURE_FACTORS]
+    x_tr, m_tr = crops[train], meta[train]
+    if extra_crops is not None:
+        x_tr = np.concatenate([x_tr, extra_crops])
+        m_tr = pd.concat([m_tr, extra_meta], ignore_index=True)
+    id_classes, id_y = np.unique(m_tr["identity"].to_numpy(), return_inverse=True)
+    heads, targets, stats = _heads(names, kinds, m_tr)
+    heads = [("_identity", "cls", len(id_classes))] + heads
+    targets["_identity"] = id_y
+    model = spatial_cnn(sum(k for _, _, k in heads), hidden=256, full_res_stem=True)
+    train_net(model, x_tr, heads, targets, epochs, seed=1, max_shift=1, flip_negate=MIRROR_NEGATES)
+    res = _score(predict(model, crops[test]), heads, stats, meta, test, "aligned crop")
+
+    heads, targets, stats = _heads(TEXTURE_FACTORS, kinds, m_tr)
+    model = texture_cnn(len(heads))
+    train_net(model, x_tr, heads, targets, texture_epochs, seed=3, flip_negate=(), patch=TEXTURE_PATCH)
+    res.update(_score(predict(model, crops[test]), heads, stats, meta, test, "aligned crop (texture CNN)"))
+    return {k: res[k] for k in kinds if k in res}
 
 
 def cnn_identity(crops, ids, train, test, epochs: int) -> dict:
     classes, y = np.unique(ids, return_inverse=True)
-    model = train_net(crops[train], [("id", "cls", len(classes))], {"id": y[train]}, epochs, seed=2)
+    model = spatial_cnn(len(classes))
+    train_net(model, crops[train], [("id", "cls", len(classes))], {"id": y[train]}, epochs, seed=2, max_shift=1,
+              flip_negate=())
     pred = predict(model, crops[test]).argmax(1)
     return {"acc": float((pred == y[test]).mean()), "epochs": epochs}
 
@@ -338,8 +363,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--factor-epochs", type=int, default=40, help="training epochs of the factor CNN")
-    ap.add_argument("--id-epochs", type=int, default=30, help="training epochs of the identity CNN")
+    ap.add_argument("--factor-epochs", type=int, default=50, help="training epochs of the factor CNN")
+    ap.add_argument("--texture-epochs", type=int, default=40, help="training epochs of the texture CNN")
+    ap.add_argument("--id-epochs", type=int, default=60, help="training epochs of the identity CNN")
     ap.add_argument("--skip", nargs="*", default=[], choices=["haar", "probe", "cnn", "factors"],
                     help="leave these measurements out")
     args = ap.parse_args(argv)
@@ -390,9 +416,12 @@ def main(argv=None) -> dict:
             print(f"CNN identity accuracy: {report['identity_cnn']['acc']:.3f}", flush=True)
         if "factors" not in args.skip:
             t = time.perf_counter()
-            factors = factor_scores(crops, lab_meta, train, test, args.factor_epochs)
+            unl_crops = aligned_crops(unl_frames, unl_meta)
+            factors = factor_scores(crops, lab_meta, train, test, args.factor_epochs, args.texture_epochs,
+                                    unl_crops, unl_meta)
             factors.update(frame_factor_scores(lab_meta, [f.shape[1] for f in lab_frames], train, test))
-            report["factor_cnn"] = {"epochs": args.factor_epochs, "seconds": time.perf_counter() - t}
+            report["factor_cnn"] = {"epochs": args.factor_epochs, "texture_epochs": args.texture_epochs,
+                                    "seconds": time.perf_counter() - t}
             report["factors"] = factors
             ok = True
             print(f"{'factor':16s} {'kind':10s} {'score':>7s}  measured on")

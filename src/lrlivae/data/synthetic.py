@@ -120,23 +120,23 @@ _ID_CONTINUOUS: dict[str, tuple[float, float]] = {
 _ID_DISCRETE: dict[str, int] = {"skin_tone": 4, "hair_color": 5, "hair_style": 4, "eye_color": 3}
 
 _NUI_CONTINUOUS: dict[str, tuple[float, float]] = {
-    "yaw": (-25.0, 25.0),
+    "yaw": (-22.0, 22.0),
     "pitch": (-20.0, 20.0),
-    "roll": (-12.0, 12.0),
+    "roll": (-10.0, 10.0),
     "smile": (0.0, 1.0),
     "mouth_open": (0.0, 1.0),
-    "eyes_closed": (0.0, 1.0),
+    "eyes_closed": (0.0, 0.9),
     "light_x": (-0.75, 0.75),
     "light_y": (-0.8, 0.0),
-    "light_strength": (0.35, 0.9),
-    "light_intensity": (0.6, 1.3),
+    "light_strength": (0.3, 0.9),
+    "light_intensity": (0.7, 1.3),
     "light_warmth": (-1.0, 1.0),
     "blur": (0.0, 0.065),
     "noise": (2.0, 20.0),
-    "jpeg_quality": (4.0, 32.0),
+    "jpeg_quality": (6.0, 28.0),
 }
 _BG_BRIGHTNESS = ((0.05, 0.33), (0.7, 0.95))  # two bands, each drawn with probability 1/2
-_BG_KINDS = 3  # 0 smooth gradient with soft blobs, 1 stripes, 2 blocky texture
+_BG_KINDS = 3  # 0 smooth gradient with soft blobs, 1 stripes, 2 dots
 _FACE_SCALE_FRAC = (0.16, 0.215)  # face unit as a fraction of the frame side
 
 FACTOR_RANGES: dict[str, Any] = {
@@ -154,16 +154,16 @@ FACTOR_RANGES: dict[str, Any] = {
 
 # Shared palettes (RGB). Identities draw from the same few colours, so colour alone does not
 # identify anyone.
-SKIN_TONES = np.array([[240, 210, 190], [224, 180, 146], [198, 148, 110], [168, 118, 86]], np.float32)
+SKIN_TONES = np.array([[240, 210, 190], [224, 180, 146], [198, 148, 110], [178, 128, 94]], np.float32)
 HAIR_COLORS = np.array(
     [[32, 26, 24], [86, 56, 36], [146, 74, 36], [152, 116, 66], [118, 118, 124]], np.float32
 )
-EYE_COLORS = np.array([[104, 56, 24], [48, 110, 220], [50, 160, 60]], np.float32)
+EYE_COLORS = np.array([[92, 50, 20], [96, 158, 240], [50, 140, 50]], np.float32)
 HAIR_STYLES = ("short", "long", "fringe", "curly")
-BG_KINDS = ("smooth", "stripes", "texture")
+BG_KINDS = ("smooth", "stripes", "dots")
 
 # Fixed face layout (face units, origin at the head centre, y down).
-_HEAD_HALF_HEIGHT = 1.65
+_HEAD_HALF_HEIGHT = 1.55
 _EYE_Y = -0.25
 _BROW_Y = -0.58
 _NOSE_Y = 0.33
@@ -171,7 +171,7 @@ _MOUTH_Y = 0.86
 _HAIRLINE_Y = -1.3
 _BROW_THICKNESS = 0.06
 _DEPTH = 0.95
-_EYE_W, _EYE_H, _IRIS_R = 0.24, 0.13, 0.125
+_EYE_W, _EYE_H, _IRIS_R = 0.24, 0.13, 0.135
 
 _TUNE: dict = {}
 _LM_COLUMNS = [f"lm_{i}_{c}" for i in range(5) for c in ("x", "y")]
@@ -179,12 +179,14 @@ _BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
 
 
 # --------------------------------------------------------------------------------------- sampling
-# The "look" of an identity: the factors that show at low resolution (colouring, hair, beard,
-# glasses). Identities come in families of _FAMILY_SIZE that share a look and differ in the finer
-# factors (face shape, eye spacing and colour, brows, nose, mouth, earrings, mustache), so that no
-# low-resolution colour layout identifies anyone.
+# The "look" of an identity: the factors that show at low resolution (colouring, hair style and
+# the accessories). A seed defines a small pool of _N_LOOKS looks shared by every identity of every
+# set (identity g wears look g mod _N_LOOKS); identities that share a look differ in the finer
+# factors (face shape, eye spacing and colour, brows, nose, mouth), so no low-resolution colour
+# layout identifies anyone.
 LOOK_FACTORS = ("skin_tone", "hair_color", "hair_style", "glasses", "beard", "earrings", "mustache")
-_FAMILY_SIZE = 8
+_N_LOOKS = 4
+_LOOK_TAG = 0x4C4F4F4B
 
 
 def sample_look(rng: np.random.Generator) -> dict:
@@ -223,30 +225,41 @@ def _identity_distance(a: dict, b: dict) -> float:
     return d
 
 
-_MIN_IDENTITY_DISTANCE = 3.0
+_MIN_IDENTITY_DISTANCE = 3.5
 
 
 def _set_code(set_name: str) -> int:
     return zlib.crc32(set_name.encode("utf-8")) & 0x7FFFFFFF
 
 
+def look_pool(seed: int) -> list[dict]:
+    """The looks of a seed: look j from SeedSequence((seed, tag, j)), redrawn from its stream until
+    it differs from the earlier looks in at least three look factors."""
+    pool: list[dict] = []
+    for j in range(_N_LOOKS):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, _LOOK_TAG, j]))
+        for _ in range(200):
+            look = sample_look(rng)
+            if all(sum(look[k] != o[k] for k in LOOK_FACTORS) >= 3 for o in pool):
+                break
+        pool.append(look)
+    return pool
+
+
 def sample_identities(n: int, *, seed: int, set_name: str, identity_offset: int = 0) -> list[dict]:
-    """The identities of a set. Identity k (global index g = identity_offset + k) belongs to family
-    g // _FAMILY_SIZE, whose look comes from SeedSequence((seed, set code, family, 1)); the rest is
-    drawn from SeedSequence((seed, set code, g)) and redrawn from that stream while the identity is
-    too close to an earlier one of the set."""
+    """The identities of a set. Identity k (global index g = identity_offset + k) wears look
+    g mod _N_LOOKS of the seed's look_pool; the rest is drawn from SeedSequence((seed, set code, g))
+    and redrawn from that stream while the identity is too close to an earlier one of the set."""
     code = _set_code(set_name)
+    looks = look_pool(seed)
     out: list[dict] = []
-    looks: dict[int, dict] = {}
     for k in range(n):
         g = identity_offset + k
-        fam = g // _FAMILY_SIZE
-        if fam not in looks:
-            looks[fam] = sample_look(np.random.default_rng(np.random.SeedSequence([seed, code, fam, 1])))
+        look = looks[g % len(looks)]
         rng = np.random.default_rng(np.random.SeedSequence([seed, code, g]))
         best, best_d = None, -1.0
         for _ in range(200):
-            cand = sample_identity(rng, looks[fam])
+            cand = sample_identity(rng, look)
             d = min((_identity_distance(cand, o) for o in out), default=math.inf)
             if d > best_d:
                 best, best_d = cand, d
@@ -384,8 +397,8 @@ class _Head:
         """Half-width of the (frontal) face outline at height y: an ellipse narrowed towards the chin."""
         y = np.asarray(y, np.float64)
         base = self.a * np.sqrt(np.clip(1.0 - (y / self.b) ** 2, 0.0, 1.0))
-        t = np.clip(y / self.b, 0.0, 1.0)
-        return base * (1.0 - (0.06 + 0.26 * self.jaw) * t**2)
+        t = np.clip((y - 0.1) / (self.b - 0.1), 0.0, 1.0)
+        return base * (1.0 - (0.05 + 0.35 * self.jaw) * t**1.5)
 
     def z(self, x, y):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -464,15 +477,19 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
 
     # --- hair behind the head
     if style == 1:  # long
+        # falls behind the head and down both sides onto the shoulders; the neck stays free
         pts = [
-            (-a * 1.12, -0.3), (-a * 1.22, 0.6), (-a * 1.30, 1.6), (-a * 1.25, 2.55),
-            (-a * 0.5, 2.75), (a * 0.5, 2.75), (a * 1.25, 2.55), (a * 1.30, 1.6),
+            (-a * 1.12, -0.3), (-a * 1.22, 0.6), (-a * 1.30, 1.6), (-a * 1.28, 2.6), (-a * 0.72, 2.7),
+            (-a * 0.55, 1.3), (a * 0.55, 1.3), (a * 0.72, 2.7), (a * 1.28, 2.6), (a * 1.30, 1.6),
             (a * 1.22, 0.6), (a * 1.12, -0.3),
         ]
         pts = np.array(pts) + [hair_shift * 0.4, 0]
         cv.poly(pts, hair, (cv.hair, 255))
         cv.ellipse((hair_shift * 0.3, -0.35), (a * 1.15, b * 0.95), 0, hair, (cv.hair, 255))
-    elif style == 3:  # curly volume
+    else:
+        if style in (0, 2):  # short / fringe: some volume behind the head, down to the ears
+            cv.ellipse((hair_shift * 0.3, -0.45), (a * _TUNE.get("side_w", 1.2), _TUNE.get("side_h", 0.85)), 0, hair, (cv.hair, 255))
+    if style == 3:  # curly volume
         cx = hair_shift * 0.3
         cv.ellipse((cx, -0.45), (a * 1.42, b * 0.98), 0, hair, (cv.hair, 255))
         for k in range(16):
@@ -492,8 +509,8 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         cv.ellipse(e + [0, 0.02], (0.07, 0.17), 0, None, (cv.occ, 150))
     if ident["earrings"]:
         for side, lobe in zip((-1, 1), ear_lobes):
-            c = lobe + [side * 0.03, 0.16]
-            cv.ellipse(c, (0.13, 0.15), 0, (232, 190, 60), thick=0.055)
+            c = lobe + [side * 0.03, 0.13]
+            cv.ellipse(c, (0.1, 0.12), 0, (232, 190, 60), thick=0.05)
             cv.ellipse(lobe + [side * 0.03, 0.02], (0.045, 0.045), 0, (245, 210, 90))
 
     # --- neck stub under the chin inside the canvas (the body is drawn in the frame)
@@ -566,18 +583,18 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
 
     # --- nose
     ns = ident["nose_size"]
-    tip_y = _NOSE_Y + 0.06 * (ns - 1.0)
+    tip_y = _NOSE_Y + 0.12 * (ns - 1.0)
     root = head.on_face([[0.0, _EYE_Y + 0.02]], lift=0.02)[0]
     tip = head.project(head.surf([[0.0, tip_y]], lift=0.26 * ns))[0]
-    ala = head.on_face([[-0.17 * ns, tip_y + 0.03], [0.17 * ns, tip_y + 0.03]], lift=0.06)
+    ala = head.on_face([[-0.19 * ns, tip_y + 0.03], [0.19 * ns, tip_y + 0.03]], lift=0.06)
     under = head.on_face([[0.0, tip_y + 0.11]], lift=0.05)[0]
     dark_side = 0 if nui["light_x"] > 0 else 1
     side_pt = ala[dark_side]
     cv.poly(np.vstack([root, tip, side_pt, side_pt + (root - side_pt) * 0.3]), None, (cv.occ, 110))
-    cv.ellipse(under, (0.2 * ns, 0.06), 0, None, (cv.occ, 190))
+    cv.ellipse(under, (0.22 * ns, 0.07 * ns), 0, None, (cv.occ, 190))
     cv.line(np.vstack([root + (tip - root) * 0.15, tip - (tip - root) * 0.1]), None, 0.07, (cv.hi, 120))
     for k, s in enumerate((-1, 1)):
-        cv.ellipse(ala[k] + [-s * 0.05 * ns, 0.0], (0.065 * ns, 0.035), 0, skin * 0.45)
+        cv.ellipse(ala[k] + [-s * 0.05 * ns, 0.0], (0.07 * ns, 0.04 * ns), 0, skin * 0.45)
     cv.ellipse(tip, (0.08 * ns, 0.06), 0, None, (cv.hi, 140))
 
     # --- mouth
@@ -621,8 +638,9 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
     # --- hair on top of the head
     hl = _HAIRLINE_Y  # hairline at the centre
     xs = np.linspace(-a * 1.08, a * 1.08, 25)
-    if style == 2:  # fringe down to just above the brows, jagged edge
-        edge = _BROW_Y - 0.44 + 0.05 * (np.arange(25) % 2)
+    if style == 2:  # side-swept fringe: low over the left brow, back to the hairline on the right
+        sweep = np.clip((1.0 - xs / a) / 2.0, 0.0, 1.0) ** 1.3
+        edge = hl + _TUNE.get("fringe_drop", 0.32) * sweep + 0.03 * (np.arange(25) % 2)
     elif style == 3:
         edge = hl + 0.25 * (xs / a) ** 2 + 0.04 * (np.arange(25) % 2)
     else:
@@ -703,6 +721,11 @@ def _shade(cv: _Canvas, head: _Head, nui: dict, rng: np.random.Generator) -> tup
     noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=max(0.4, 0.02 * cv.p), sigmaY=max(1.0, 0.12 * cv.p))
     noise /= noise.std() + 1e-6
     hair_m = cv2.GaussianBlur(cv.hair, (0, 0), 0.8).astype(np.float32) / 255.0
+    # hair next to the face lies in the head's shadow: darker around the face outline
+    edge_w = _TUNE.get("hair_edge", 0.7)
+    if edge_w > 0:
+        near = cv2.GaussianBlur(cv.head, (0, 0), max(1.0, 0.18 * cv.p)).astype(np.float32) / 255.0
+        shade = shade * (1 - edge_w * np.clip(near * 1.6, 0, 1) * hair_m * (1 - head_m))
     shade = shade * (1 + 0.09 * noise * hair_m)
 
     alpha = cv.mask.astype(np.float32) / 255.0
@@ -726,24 +749,26 @@ def _background(rng: np.random.Generator, size: int, kind: int, brightness: floa
         for _ in range(int(rng.integers(3, 7))):
             c = (int(rng.integers(0, size)), int(rng.integers(0, size)))
             ax = (int(rng.integers(size // 10, size // 3)), int(rng.integers(size // 10, size // 3)))
-            cv2.ellipse(blobs, c, ax, float(rng.uniform(0, 180)), 0, 360, tuple(float(v) for v in rng.uniform(-0.12, 0.12, 3)), -1)
+            cv2.ellipse(blobs, c, ax, float(rng.uniform(0, 180)), 0, 360, tuple(float(v) for v in rng.uniform(-0.08, 0.08, 3)), -1)
         img = img + cv2.GaussianBlur(blobs, (0, 0), size / 25)
     elif kind == 1:  # stripes
         period = rng.uniform(0.07, 0.12) * size
         ang = rng.uniform(0, np.pi)
         ph = ((xx * math.cos(ang) + yy * math.sin(ang)) * size / period + rng.uniform()) % 1.0
         sq = np.clip((np.abs(ph - 0.5) - 0.25) * 6.0, -1, 1)  # soft square wave
-        contrast = rng.uniform(0.18, 0.26)
+        contrast = rng.uniform(0.2, 0.28)
         tint = rng.uniform(0.7, 1.3, 3)
         img = img + (contrast * sq)[..., None] * tint[None, None, :]
-    else:  # blocky texture
-        cell = int(rng.integers(6, 11))
-        n = size // cell + 2
-        grid = rng.uniform(-1, 1, (n, n, 3)).astype(np.float32)
-        grid = grid * 0.45 + grid.mean(-1, keepdims=True) * 0.55
-        tex = cv2.resize(grid, (n * cell, n * cell), interpolation=cv2.INTER_NEAREST)[:size, :size]
-        tex = cv2.GaussianBlur(tex, (0, 0), 0.6)
-        img = img + tex * rng.uniform(0.2, 0.28)
+    else:  # dots: many small round spots of contrasting colours
+        dots = np.zeros((size, size, 3), np.float32)
+        n = int(size * size / rng.uniform(*_TUNE.get("dot_area", (90, 140))))
+        xy = rng.uniform(0, size, (n, 2))
+        rad = rng.uniform(*_TUNE.get("dot_r", (1.8, 3.6)), n)
+        cols = rng.uniform(-1, 1, (n, 3)) * 0.5 + rng.choice([-1.0, 1.0], (n, 1)) * 0.5
+        for (x, y), r, c in zip(xy, rad, cols):
+            cv2.circle(dots, (int(x * _ONE), int(y * _ONE)), int(r * _ONE), tuple(float(v) for v in c), -1,
+                       cv2.LINE_AA, _SHIFT)
+        img = img + dots * rng.uniform(0.25, 0.33)
     return np.clip(img, 0, 1).astype(np.float32)
 
 
@@ -781,7 +806,7 @@ def render_frame(identity: dict, nuisance: dict, rng: np.random.Generator) -> tu
     if _TUNE.get('flatbg'):
         frame[:] = 0.5
     cv, head, lm_units, outline = _draw_head(identity, nuisance, rng, scale)
-    halo = _TUNE.get('halo', 0.35)
+    halo = _TUNE.get("halo", 0.2)
     if halo > 0:
         sh = np.zeros((size, size), np.float32)
         off = -np.array([nuisance["light_x"], nuisance["light_y"]]) * 0.35
@@ -806,7 +831,7 @@ def render_frame(identity: dict, nuisance: dict, rng: np.random.Generator) -> tu
     frame = frame * 255.0
     if nuisance["noise"] > 0:
         grain = rng.standard_normal(frame.shape).astype(np.float32)
-        gs = _TUNE.get("grain", 0.7)
+        gs = _TUNE.get("grain", 0.85)
         if gs > 0:  # sensor noise after demosaicing: slightly correlated between neighbouring pixels
             grain = cv2.GaussianBlur(grain, (0, 0), gs)
             grain /= grain.std() + 1e-6
