@@ -4,6 +4,7 @@ Prints the figures and writes them as JSON (--out). Runs on the default params.y
 otherwise. Not part of the test run.
 
     python bench/align_speed.py --out reports/bench_align.json
+    python bench/align_speed.py --loader-only data/aligned/labeled     # the loader comparison alone
 """
 from __future__ import annotations
 
@@ -66,10 +67,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    ap.add_argument("--loader-only", metavar="ALIGNED_SET", default=None,
+                    help="measure only the batch loading speed, on this aligned set (e.g. data/aligned/labeled)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine that is busy)")
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    if args.loader_only:
+        with tempfile.TemporaryDirectory() as d:
+            results = loader_speed(Path(args.loader_only), Path(d))
+        for k, v in results.items():
+            print(f"{k:32s} {v:12.2f}")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return
     params = load_params(args.params)
     from lrlivae.data.synthetic import generate_set
     from lrlivae.data.sources import list_source
