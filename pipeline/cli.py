@@ -242,6 +242,7 @@ def compare(
     params: Path = PARAMS_OPT,
     ours: Path = typer.Option(Path("reports/evaluate.json"), help="the `evaluate` report of Lr-LiVAE"),
     ours_table: Path = typer.Option(Path("reports/disentanglement.csv"), help="its disentanglement table"),
+    ours_figures: Path = typer.Option(Path("reports/figures/evaluate"), help="its figures"),
     baselines: Path = typer.Option(Path("reports/baselines"), help="folder of the baseline reports (KIND.json)"),
     out_json: Path = typer.Option(Path("reports/comparison.json"), help="flat comparison metrics"),
     out_md: Path = typer.Option(Path("reports/comparison.md"), help="the comparison tables"),
@@ -252,7 +253,7 @@ def compare(
     p = _load(params)
     if not ours.exists():
         _fail(FileNotFoundError(f"{ours} does not exist; run `dvc repro evaluate` first"))
-    run_compare(p, params, ours, baselines, ours_table, out_json, out_md)
+    run_compare(p, params, ours, baselines, ours_table, out_json, out_md, ours_figures)
 
 
 @app.command()

@@ -5,7 +5,7 @@ evaluator with the same protocol.
 Writes reports/comparison.json (flat keys `<metric>/<model>`, e.g. `inception_score/cvae`, and the
 comparison id) and reports/comparison.md (Table 1: Inception Score; Table 2: intra-class diversity;
 FCD; inpainting PSNR / SSIM per mask; identity left in the label-free code; disentanglement on the
-synthetic set). A metric a model does not have (cGAN: no encoder) is "n/a".
+synthetic set; links to every model's figures). A metric a model does not have (cGAN: no encoder) is "n/a".
 
 MLflow: one run per model, holding that model's metrics under their own names, and one run `all`
 with the flat keys and both files; every run is tagged `comparison` = the comparison id (a hash of the
@@ -88,7 +88,31 @@ def _factor_tables(ours_table: Path | None, baselines_dir: Path, models: list[st
         _table(["factor", "kind", "metric"] + cols, rows)
 
 
-def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | None, baselines_dir: Path) -> str:
+FIGURES = (("samples", "samples", "Samples, one row per class (Fig. 8 / 9)"),
+           ("vary_zu", "vary_z", "One row per class, the label-free code (z_u; z for the baselines) varied along "
+                                 "the columns, shared by each column (Fig. 4b)"),
+           ("inpainting", "inpainting", "Inpainting: per mask a row of (original, masked, inpainted) (Fig. 7)"))
+
+
+def _figures(reports: dict[str, dict], ours_figures: Path | None, baselines_dir: Path, md_path: Path) -> list[str]:
+    """Links to each model's figures, relative to the Markdown file."""
+    import os
+
+    lines = []
+    for ours_name, base_name, title in FIGURES:
+        cells = []
+        for model in reports:
+            p = (Path(ours_figures) / f"{ours_name}.png") if model == OURS and ours_figures else \
+                Path(baselines_dir) / model / "figures" / f"{base_name}.png"
+            if p.exists():
+                cells.append(f"{LABELS[model]}: ![{model} {base_name}]({os.path.relpath(p, Path(md_path).parent)})")
+        if cells:
+            lines += ["", f"### {title}", ""] + [c + "  " for c in cells]
+    return ["", "## Figures"] + lines if lines else []
+
+
+def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | None, baselines_dir: Path,
+                        ours_figures: Path | None = None, md_path: Path = Path("reports/comparison.md")) -> str:
     models = list(reports)
     ours = reports[OURS]
     real = lambda k: _fmt(ours, k)  # noqa: E731  real-image ceilings (the same test split for every model)
@@ -131,17 +155,19 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
         lines += _table(["model", "disentanglement_gap"], [[LABELS[m], _fmt(r, "disentanglement_gap")]
                                                           for m, r in reports.items()])
         lines += _factor_tables(ours_table, baselines_dir, models)
+    lines += _figures(reports, ours_figures, baselines_dir, md_path)
     return "\n".join(lines) + "\n"
 
 
 def run_compare(params: Params, params_path: Path, ours: Path, baselines_dir: Path, ours_table: Path | None,
-                out_json: Path, out_md: Path) -> dict:
+                out_json: Path, out_md: Path, ours_figures: Path | None = None) -> dict:
     reports = load_reports(ours, baselines_dir)
     flat = flat_metrics(reports)
     cid = comparison_id(flat)
     out = {"comparison": cid, **flat}
     atomic_write_json(out_json, out)
-    atomic_write_bytes(out_md, comparison_markdown(reports, cid, ours_table, baselines_dir).encode())
+    md = comparison_markdown(reports, cid, ours_table, baselines_dir, ours_figures, out_md)
+    atomic_write_bytes(out_md, md.encode())
     p = params.model_dump(mode="json")
     for model, m in reports.items():
         with stage_run("compare", p, params_path) as tracker:

@@ -179,7 +179,7 @@ class EvaluateParams(Strict):
 class BaselineCommon(Strict):
     """Settings every baseline shares (stages train_baseline@<kind>); the nets are sized by `model`."""
 
-    steps: int = Field(default=300, ge=1, description="training steps (one update of every network each)")
+    steps: int = Field(default=600, ge=1, description="training steps (one update of every network each)")
     batch_size: int = Field(default=64, ge=2, le=65536)
     lr: float = Field(default=5e-4, gt=0, le=1)
     beta1: float = Field(default=0.0, ge=0, lt=1)
@@ -202,14 +202,15 @@ class CVAEParams(BaselineKind):
 
 
 class CGANParams(BaselineKind):
+    steps: Optional[int] = Field(default=1000, ge=1, description="overrides baselines.common.steps")
     gan_loss: Literal["hinge", "bce"] = "hinge"
 
 
 class CVAEGANParams(CVAEParams):
-    fm_d: float = Field(default=0.1, ge=0, description="pairwise D-feature matching in L_G")
-    fm_c: float = Field(default=0.1, ge=0, description="pairwise C-feature matching in L_G")
-    gd: float = Field(default=1.0, ge=0, description="L_GD, mean D-feature matching (generator)")
-    gc: float = Field(default=1.0, ge=0, description="L_GC, class-mean C-feature matching (generator)")
+    fm_d: float = Field(default=0.002, ge=0, description="pairwise D-feature matching in L_G")
+    fm_c: float = Field(default=0.002, ge=0, description="pairwise C-feature matching in L_G")
+    gd: float = Field(default=0.002, ge=0, description="L_GD, mean D-feature matching (generator)")
+    gc: float = Field(default=0.002, ge=0, description="L_GC, class-mean C-feature matching (generator)")
     gan_loss: Literal["hinge", "bce"] = "bce"
 
 

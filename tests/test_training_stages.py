@@ -54,6 +54,8 @@ def train_params(**over):
     if "baselines" in p:
         p["baselines"]["common"].update({"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2,
                                          "device": "cpu", "grid_classes": 2})
+        for kind in ("cvae", "cgan", "cvaegan"):
+            p["baselines"][kind]["steps"] = None
     p["evaluate"].update({"per_class": 4, "splits": 2, "figure_classes": 2})
     p.update(over)
     return p

@@ -23,11 +23,10 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils import parametrize
 
 from lrlivae.nn.config import ModelConfig
 from lrlivae.nn.decoder import Decoder, fc_bn_relu
-from lrlivae.nn.discriminator import LRELU_SLOPE, Discriminator, _features
+from lrlivae.nn.discriminator import Discriminator
 from lrlivae.nn.encoders import backbone
 from lrlivae.priors import randn, sample_standard_normal, soft_clamp
 
@@ -108,23 +107,19 @@ class ConditionalDecoder(nn.Module):
 
 
 class AuxClassifier(nn.Module):
-    """cVAE-GAN's classifier C(x): the discriminator's convolutions and fc layer without spectral norm,
-    then fc(C). Returns (logits (B, C), features f_C(x) (B, hidden)); the features feed Bao et al.'s
-    feature-matching terms."""
+    """cVAE-GAN's classifier C(x): the encoder's backbone and fc-BN-ReLU layer (as Encoder^s), then fc(C).
+    Returns (logits (B, C), features f_C(x) (B, enc_hidden)); the features feed Bao et al.'s feature
+    matching. (Batch norm makes it learn many times faster than the discriminator's unnormalised layers;
+    the step reads the matching features in eval mode, so that no image reaches another's features.)"""
 
     def __init__(self, net: ModelConfig) -> None:
         super().__init__()
-        hidden = net.disc_hidden_size
-        self.features, n_feat = _features(net)
-        for m in self.features.modules():  # the same layers as D, as plain (unnormalised) weights
-            if parametrize.is_parametrized(m, "weight"):
-                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-        self.fc_hidden = nn.Linear(n_feat, hidden)
-        self.act = nn.LeakyReLU(LRELU_SLOPE)
-        self.fc_out = nn.Linear(hidden, net.n_classes)
+        self.features, n_flat = backbone(net)
+        self.fc = nn.Sequential(nn.Flatten(), *fc_bn_relu(n_flat, net.enc_hidden_size))
+        self.fc_out = nn.Linear(net.enc_hidden_size, net.n_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.act(self.fc_hidden(self.features(x)))  # (B, hidden)
+        h = self.fc(self.features(x))  # (B, enc_hidden)
         return self.fc_out(h), h
 
 

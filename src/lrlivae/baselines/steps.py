@@ -7,7 +7,8 @@ cgan_step     (Miyato and Koyama)  one D call on [x; G(z, c)] with labels c (pro
                               D:  hinge  mean relu(1 - D(x, c)) + mean relu(1 + D(G(z, c), c))
                               G:  -mean D(G(z, c), c)
 cvaegan_step  (Bao et al., Algorithm 1)  z ~ q(z | x, c), x_f = G(z, c); z_p ~ N(0, I), x_p = G(z_p, c);
-              one D call and one C call on [x; x_f; x_p]:
+              one D call on [x; x_f; x_p]; C's features of [x; x_f; x_p] in eval mode (its batch norm from
+              running statistics, so no image reaches another's features), C's logits of x in train mode:
                               D:  -log D(x) - log(1 - D(x_f)) - log(1 - D(x_p))       (BCE, or hinge)
                               C:  -log P(c | x)                                         (real images)
                               E:  kl * L_KL + L_G
@@ -24,6 +25,7 @@ Lr-LiVAE's weights are given for.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,10 +43,10 @@ class BaselineWeights:
 
     rec: float = 10.0  # cvae, cvaegan: L_rec (mean squared error)
     kl: float = 0.1  # cvae, cvaegan: L_kl (mean over z dims)
-    fm_d: float = 0.1  # cvaegan: pairwise D-feature matching in L_G
-    fm_c: float = 0.1  # cvaegan: pairwise C-feature matching in L_G
-    gd: float = 1.0  # cvaegan: L_GD, mean D-feature matching (generator)
-    gc: float = 1.0  # cvaegan: L_GC, class-mean C-feature matching (generator)
+    fm_d: float = 0.002  # cvaegan: pairwise D-feature matching in L_G
+    fm_c: float = 0.002  # cvaegan: pairwise C-feature matching in L_G
+    gd: float = 0.002  # cvaegan: L_GD, mean D-feature matching (generator)
+    gc: float = 0.002  # cvaegan: L_GC, class-mean C-feature matching (generator)
     gan_loss: Literal["hinge", "bce"] = "hinge"  # cgan, cvaegan: the discriminator's loss
 
 
@@ -107,6 +109,17 @@ def cgan_step(model, disc, opt_g, opt_d, x, y, w: BaselineWeights, generator=Non
     return total, _out("cgan", t, total)
 
 
+@contextlib.contextmanager
+def _frozen_batch_norm(module):
+    """Run `module` in eval mode (batch norm from its running statistics), gradients still flowing."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
+
+
 def cvaegan_terms(model, disc, x, y, w: BaselineWeights, generator=None) -> dict[str, torch.Tensor]:
     """Every loss term of Bao et al.'s Algorithm 1 from one forward pass (see the module docstring)."""
     b = x.shape[0]
@@ -116,7 +129,9 @@ def cvaegan_terms(model, disc, x, y, w: BaselineWeights, generator=None) -> dict
     x_p = model.decode(_sample_z(b, model.cfg.z_dim, x, generator), y)  # (B, C, H, W) prior sample
     both = torch.cat([x, x_f, x_p], 0)  # (3B, C, H, W)
     d_logit, f_d = disc_features(disc, both)  # (3B,), (3B, k)
-    c_logit, f_c = model.cls(both)  # (3B, n_classes), (3B, k)
+    with _frozen_batch_norm(model.cls):  # per-image features: no row reaches another through batch statistics
+        _, f_c = model.cls(both)  # (3B, k)
+    c_logit, _ = model.cls(x)  # (B, n_classes), trained on the real batch
     (d_real, d_rec, d_p), (fd_r, fd_f, fd_p), (fc_r, fc_f, fc_p) = d_logit.split(b), f_d.split(b), f_c.split(b)
     t = {
         "kl": losses.kl_loss(mu, logvar, "mean"),
@@ -126,11 +141,11 @@ def cvaegan_terms(model, disc, x, y, w: BaselineWeights, generator=None) -> dict
         "gd": blosses.mean_feature_matching(fd_r, fd_p),
         "gc": blosses.class_mean_feature_matching(fc_r, y, fc_p, y),
         "d": _d_loss(w, d_real, d_rec, d_p),
-        "c": blosses.classifier_loss(c_logit[:b], y),
+        "c": blosses.classifier_loss(c_logit, y),
     }
     t["g"] = w.rec * t["rec"] + w.fm_d * t["fm_d"] + w.fm_c * t["fm_c"]  # L_G
     t["d/real"], t["d/rec"], t["d/sample"] = d_real.mean(), d_rec.mean(), d_p.mean()
-    t["acc/cvaegan/cls"] = (c_logit[:b].argmax(1) == y).float().mean()
+    t["acc/cvaegan/cls"] = (c_logit.argmax(1) == y).float().mean()
     return t
 
 
