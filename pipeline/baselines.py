@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrlivae.baselines import HAS_ENCODER, BaselineConfig, BaselineWeights, LabelBound, build_baseline, build_discriminator
+from lrlivae.baselines import (HAS_ENCODER, BaselineConfig, BaselineWeights, LabelBound, build_baseline,
+                               build_discriminator)
 from lrlivae.baselines import evaluate as bev
 from lrlivae.baselines.train import BaselineTrainer
 from lrlivae.data.aligned import AlignedFaces, to_float_tensor
@@ -118,7 +119,8 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
         def on_epoch(trainer, epoch: int) -> None:
             tracker.log_image(figs.class_samples(model, classes, 8, seed=params.seed), f"samples_epoch{epoch:03d}.png")
             if HAS_ENCODER[kind]:
-                tracker.log_image(bev.recon_grid(model, ds.faces, recon_rows, labels, device), f"recon_epoch{epoch:03d}.png")
+                grid = bev.recon_grid(model, ds.faces, recon_rows, labels, device)
+                tracker.log_image(grid, f"recon_epoch{epoch:03d}.png")
 
         trainer = BaselineTrainer(model, disc, ds.faces, rows, labels, settings, weights, ckpt, fingerprint,
                                   extra_state=extra, device=device, dist=info,
@@ -154,7 +156,8 @@ def _code_metrics(model, ds: AlignedFaces, labels, tr, te, params: Params, devic
         onehot = lambda r: np.eye(n, dtype=np.float32)[labels[r]]  # noqa: E731  the label-relevant code
         f_tr = {k: ds.index[f"f_{k}"].to_numpy()[tr] for k in kinds}
         f_te = {k: ds.index[f"f_{k}"].to_numpy()[te] for k in kinds}
-        table = disentanglement_table({"zs": onehot(tr), "zu": mu_tr}, {"zs": onehot(te), "zu": mu_te}, f_tr, f_te, kinds)
+        table = disentanglement_table({"zs": onehot(tr), "zu": mu_tr}, {"zs": onehot(te), "zu": mu_te}, f_tr, f_te,
+                                      kinds)
         nuisance = [k for k in NUISANCE_FACTORS if k in kinds and k in params.evaluate.nuisance_factors]
         m["disentanglement_gap"] = disentanglement_gap(table, [k for k in IDENTITY_FACTORS if k in kinds], nuisance)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,8 +189,9 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
         tracker.set_tags({"model": kind, "mlflow.runName": f"evaluate_baseline@{kind}"})
         t0 = time.perf_counter()
         m = generation_metrics(model, ev, len(ids), x_te, y_te, cfg, params.seed, device)
-        pics = {"samples": figs.class_samples(model, list(range(min(cfg.figure_classes, len(ids)))), 8, seed=params.seed),
-                "vary_z": bev.vary_z(model, list(range(min(cfg.figure_classes, len(ids)))), 8, seed=params.seed)}
+        classes = list(range(min(cfg.figure_classes, len(ids))))
+        pics = {"samples": figs.class_samples(model, classes, 8, seed=params.seed),
+                "vary_z": bev.vary_z(model, classes, 8, seed=params.seed)}
         if HAS_ENCODER[kind]:
             m.update(inpainting_metrics(LabelBound(model, y_te), to_float_tensor(x_te), ds.faces.shape[1]))
             m.update(_code_metrics(model, ds, labels, tr, te, params, device, csv_path))
@@ -195,7 +199,8 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
             pics["inpainting"] = figs.inpainting_rows(LabelBound(model, y_te[:k]), x_te[:k])
         m["seconds"] = time.perf_counter() - t0
         hist = st.get("history") or []
-        curves = {k: [(h["step"], h[k]) for h in hist if k in h] for k in sorted({k for h in hist for k in h if k != "step"})}
+        names = sorted({k for h in hist for k in h if k != "step"})
+        curves = {k: [(h["step"], h[k]) for h in hist if k in h] for k in names}
         if curves:
             atomic_write_bytes(figures_dir / "training_curves.png", figs.training_curves(curves))
             tracker.log_artifact(figures_dir / "training_curves.png", artifact_path="images")

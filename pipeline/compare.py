@@ -127,7 +127,8 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
                     [[LABELS[m], _fmt(r, "inception_score", 2, "inception_score_std"),
                       _fmt(r, "generated_class_accuracy")] for m, r in reports.items()]
                     + [["real test images", real("inception_score_real"), "-"]])
-    lines += ["", "## Table 2: intra-class diversity, Eq. 12 (1 - mean MS-SSIM within a class; higher is more diverse)", ""]
+    lines += ["", "## Table 2: intra-class diversity, Eq. 12 (1 - mean MS-SSIM within a class; higher is more "
+              "diverse)", ""]
     lines += _table(["model", "intra-class diversity"], [[LABELS[m], _fmt(r, "intra_class_diversity", 4)]
                                                          for m, r in reports.items()]
                     + [["real test images", _fmt(ours, "intra_class_diversity_real", 4)]])

@@ -46,7 +46,8 @@ def batch(b: int = 6, seed: int = 1):
 
 def optimisers(model, disc):
     gen = [p for n, p in model.named_parameters() if not n.startswith("cls.")]
-    crit = (list(disc.parameters()) if disc is not None else []) + list(getattr(model, "cls", torch.nn.Identity()).parameters())
+    crit = list(disc.parameters()) if disc is not None else []
+    crit += list(model.cls.parameters()) if hasattr(model, "cls") else []
     return torch.optim.Adam(gen), (torch.optim.Adam(crit) if crit else None)
 
 
@@ -166,7 +167,8 @@ def test_cvaegan_step_terms_and_gradient_routing_by_hand():
     assert total.item() == pytest.approx((0.5 * kl + l_g + 1.5 * gd + 0.7 * gc).item(), rel=1e-5)
     # E: kl L_KL + L_G;  G: L_G + gd L_GD + gc L_GC;  D: L_D;  C: L_C
     assert_grads(grads(list(model.enc.parameters())), autograd(0.5 * kl + l_g, list(ref.enc.parameters())), "E")
-    assert_grads(grads(list(model.dec.parameters())), autograd(l_g + 1.5 * gd + 0.7 * gc, list(ref.dec.parameters())), "G")
+    assert_grads(grads(list(model.dec.parameters())), autograd(l_g + 1.5 * gd + 0.7 * gc, list(ref.dec.parameters())),
+                 "G")
     assert_grads(grads(list(disc.parameters())), autograd(d_loss, list(ref_d.parameters())), "D")
     assert_grads(grads(list(model.cls.parameters())), autograd(c_loss, list(ref.cls.parameters())), "C")
 
@@ -182,9 +184,10 @@ def test_generation_is_class_conditional_and_in_range(kind):
     assert out.x.min() >= -1 and out.x.max() <= 1
     assert model.dec.dec.fc[0].in_features == C + Z  # the decoder reads concat(onehot(c), z)
     z = torch.randn(4, Z)
-    a, b = model.generate(y=torch.zeros(4, dtype=torch.long), z=z).x, model.generate(y=torch.ones(4, dtype=torch.long), z=z).x
+    zeros, ones = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    a, b = model.generate(y=zeros, z=z).x, model.generate(y=ones, z=z).x
     assert not torch.allclose(a, b)  # the label changes the image
-    assert torch.equal(a, model.generate(y=torch.zeros(4, dtype=torch.long), z=z).x)  # eval mode: deterministic
+    assert torch.equal(a, model.generate(y=zeros, z=z).x)  # eval mode: deterministic
     with pytest.raises(ValueError):
         model.generate(y=C, n=1)
     if kind != "cgan":
