@@ -71,10 +71,15 @@ def to_float_tensor(batch_u8: np.ndarray):
     import torch
 
     # reorder to NCHW while still uint8 (a quarter of the bytes), then convert; contiguous NCHW matters:
-    # channels-last input makes CPU convolutions many times slower. numpy's uint8 transpose copy is ~3x
-    # faster than torch's permute().contiguous() on uint8 (bench/align_speed.py measures the loader).
+    # channels-last input makes CPU convolutions many times slower. Both steps run in numpy, single
+    # threaded: numpy's uint8 transpose copy is ~3x faster than torch's permute().contiguous(), and
+    # torch's multi-threaded conversion of so small a batch collapses when another process holds a
+    # core (bench/align_speed.py measures the loader).
     nchw = np.ascontiguousarray(np.asarray(batch_u8).transpose(0, 3, 1, 2))
-    return torch.from_numpy(nchw).float().div_(127.5).sub_(1.0)
+    out = nchw.astype(np.float32)
+    np.divide(out, np.float32(127.5), out=out)
+    np.subtract(out, np.float32(1.0), out=out)
+    return torch.from_numpy(out)
 
 
 def to_uint8_images(x) -> np.ndarray:
