@@ -264,6 +264,7 @@ def test_baseline_stages_and_comparison_end_to_end(tmp_path, isolated_mlflow, mo
     for model in ("ours",) + KINDS:
         assert f"inception_score/{model}" in cmp and f"intra_class_diversity/{model}" in cmp
     assert "inpaint_psnr_mouth/cvaegan" in cmp and "inpaint_psnr_mouth/cgan" not in cmp
+    assert "label_free_nuisance/cvae" in cmp and "label_free_nuisance/ours" in cmp and "label_free_identity/cgan" not in cmp
     md = (tmp_path / "reports/comparison.md").read_text()
     assert "Inception Score" in md and "cVAE-GAN" in md and "n/a" in md
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
