@@ -14,7 +14,7 @@ def tiny_params(**overrides) -> dict:
     """The real params.yaml, shrunk so every stage runs in seconds on CPU."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     p["synth"]["labeled"] = {"n_identities": 4, "images_per_identity": 8}
-    p["synth"]["unlabeled"] = {"n_identities": 2, "images_per_identity": 5}
+    p["synth"]["unlabeled"] = {"n_identities": 2, "images_per_identity": 8}  # >= one batch of 8 train rows
     p["synth"]["workers"] = 1
     p["align"]["workers"] = 1
     p["toy"].update({"seeds": [0], "n_per_class": 32, "epochs": 2, "batch_size": 16, "eval_per_class": 40,
