@@ -36,12 +36,12 @@ from lrlivae.data.aligned import AlignedFaces, to_float_tensor
 from lrlivae.evaluate import figures as figs
 from lrlivae.evaluate.classifier import load_evaluator
 from lrlivae.evaluate.probes import disentanglement_gap, disentanglement_table
-from lrlivae.io import atomic_write_bytes, atomic_write_json, save_png
+from lrlivae.io import atomic_write_bytes, atomic_write_json
 from lrlivae.train import distributed as ddp
 from lrlivae.train import monitor
 from lrlivae.train.checkpoint import load_checkpoint
 from lrlivae.train.loop import NonFiniteLoss, TrainSettings
-from pipeline.evaluate import generation_metrics, inpainting_metrics
+from pipeline.evaluate import generation_metrics, inpainting_metrics, write_figures
 from pipeline.params import Params
 from pipeline.tracking import stage_run
 from pipeline.training import FACTOR_KINDS, TrainingError, _file_digest, model_config
@@ -198,15 +198,7 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
             k = min(6, len(x_te))
             pics["inpainting"] = figs.inpainting_rows(LabelBound(model, y_te[:k]), x_te[:k])
         m["seconds"] = time.perf_counter() - t0
-        hist = st.get("history") or []
-        names = sorted({k for h in hist for k in h if k != "step"})
-        curves = {k: [(h["step"], h[k]) for h in hist if k in h] for k in names}
-        if curves:
-            atomic_write_bytes(figures_dir / "training_curves.png", figs.training_curves(curves))
-            tracker.log_artifact(figures_dir / "training_curves.png", artifact_path="images")
-        for name, img in pics.items():
-            save_png(figures_dir / f"{name}.png", img)
-            tracker.log_image(img, f"{name}.png")
+        write_figures(tracker, figures_dir, pics, st.get("history") or [])
         atomic_write_json(metrics_path, m)
         tracker.log_metrics(m)
     print(f"evaluate_baseline {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))

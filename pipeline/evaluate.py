@@ -163,14 +163,7 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
             "zu_dimensions": figs.zu_dimensions(model, to_float_tensor(x_te[:1]), n_dims=4),
             "inpainting": figs.inpainting_rows(model, x_te[: min(6, len(x_te))]),
         }
-        hist = st.get("history") or []
-        curves = {k: [(h["step"], h[k]) for h in hist if k in h] for k in sorted({k for h in hist for k in h if k != "step"})}
-        if curves:
-            atomic_write_bytes(figures_dir / "training_curves.png", figs.training_curves(curves))
-            tracker.log_artifact(figures_dir / "training_curves.png", artifact_path="images")
-        for name, img in pics.items():
-            save_png(figures_dir / f"{name}.png", img)
-            tracker.log_image(img, f"{name}.png")
+        write_figures(tracker, figures_dir, pics, st.get("history") or [])
         atomic_write_json(metrics_path, m)
         tracker.log_metrics(m)
         report = _report(m, table_md, pics, figures_dir, report_path)
@@ -178,6 +171,19 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
         tracker.log_artifact(report_path)
     print("evaluate: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
     return m
+
+
+def write_figures(tracker, figures_dir: Path, pics: dict, history: list) -> None:
+    """Save each figure as figures_dir/<name>.png and log it; add training curves from the checkpoint's
+    loss history (one curve per logged loss term) when it has any."""
+    curves = {k: [(h["step"], h[k]) for h in history if k in h]
+              for k in sorted({k for h in history for k in h if k != "step"})}
+    if curves:
+        atomic_write_bytes(figures_dir / "training_curves.png", figs.training_curves(curves))
+        tracker.log_artifact(figures_dir / "training_curves.png", artifact_path="images")
+    for name, img in pics.items():
+        save_png(figures_dir / f"{name}.png", img)
+        tracker.log_image(img, f"{name}.png")
 
 
 def _report(m: dict, table_md: str, pics: dict, figures_dir: Path, report_path: Path) -> str:
