@@ -50,7 +50,9 @@ def test_synth_then_align_with_tracking_server_down(synth_dir, tmp_path, monkeyp
     res = _run(["align", "--labeled-root", str(raw / "labeled"), "--unlabeled-root", str(raw / "unlabeled")])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "reports/align.json").read_text())
-    assert m["labeled_images"] == 32 and m["unlabeled_images"] == 10
+    sizes = {k: v["n_identities"] * v["images_per_identity"] for k, v in tiny_params()["synth"].items()
+             if k in ("labeled", "unlabeled")}
+    assert m["labeled_images"] == sizes["labeled"] and m["unlabeled_images"] == sizes["unlabeled"]
     assert m["labeled_detection_rate"] >= 0.75
     for name in ("labeled", "unlabeled"):
         d = tmp_path / "data/aligned" / name
