@@ -28,6 +28,7 @@ from lrlivae.nn.config import ModelConfig
 from lrlivae.nn.decoder import Decoder, fc_bn_relu
 from lrlivae.nn.discriminator import Discriminator
 from lrlivae.nn.encoders import backbone
+from lrlivae.nn.model import generation_labels
 from lrlivae.priors import randn, sample_standard_normal, soft_clamp
 
 KINDS = ("cvae", "cgan", "cvaegan")
@@ -163,22 +164,7 @@ class _Conditional(nn.Module):
         return self.dec(z, y.to(z.device))
 
     def _labels(self, y, n: int | None, generator: torch.Generator | None) -> torch.Tensor:
-        c = self.cfg.n_classes
-        if y is None:
-            if n is None:
-                raise ValueError("generate(y=None) needs n")
-            dev = generator.device if generator is not None else self.device
-            return torch.randint(c, (n,), generator=generator, device=dev).to(self.device)
-        if isinstance(y, int):
-            if n is None:
-                raise ValueError("generate(y=<int>) needs n")
-            y = torch.full((n,), y, dtype=torch.long, device=self.device)
-        y = y.to(self.device, torch.long).reshape(-1)
-        if n is not None and n != y.numel():
-            raise ValueError(f"n={n} but {y.numel()} labels were given")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
-            raise ValueError(f"labels must lie in [0, {c}), got [{int(y.min())}, {int(y.max())}]")
-        return y
+        return generation_labels(y, n, self.cfg.n_classes, self.device, generator)
 
     def generate(self, y=None, n: int | None = None, generator: torch.Generator | None = None,
                  z: torch.Tensor | None = None) -> BaselineGenerated:

@@ -7,7 +7,7 @@ critic side: discriminator and, for cVAE-GAN, the auxiliary classifier) and the 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,14 +16,14 @@ import torch
 
 from lrlivae.baselines.steps import STEPS, BaselineWeights
 from lrlivae.train import distributed as ddp
-from lrlivae.train.checkpoint import rng_state, set_rng_state
-from lrlivae.train.loop import CHECKPOINT_FORMAT, Trainer, TrainSettings
+from lrlivae.train.loop import Trainer, TrainSettings
 from lrlivae.train.sampler import EpochSampler
 
 
 class BaselineTrainer(Trainer):
     """Trains one baseline on uint8 faces with integer labels (settings.mode is forced to one step per
-    iteration; settings.weights is unused, the baseline's weights are `weights`)."""
+    iteration; settings.weights is unused, the baseline's weights are `weights`). Checkpoints are the
+    loop's own (no GM optimiser; the GM sampler is the joint one)."""
 
     def __init__(self, model, disc, faces, rows: np.ndarray, labels: np.ndarray, settings: TrainSettings,
                  weights: BaselineWeights, checkpoint_path: Path, fingerprint: str, extra_state: dict | None = None,
@@ -33,7 +33,7 @@ class BaselineTrainer(Trainer):
         s = replace(settings, mode="joint", n_gm=0)
         self.model, self.disc, self.faces = model, disc, faces
         self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
-        self.s, self.w, self.bw = s, s.weights, weights
+        self.s, self.w = s, weights  # the loop's checkpoint records asdict(self.w)
         self.step_fn = STEPS[model.kind]
         self.checkpoint_path, self.fingerprint = Path(checkpoint_path), fingerprint
         self.extra_state = extra_state or {}
@@ -55,40 +55,6 @@ class BaselineTrainer(Trainer):
         self.last_saved_step = -1
         self.history: list[dict] = []
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self, finished: bool) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "finished": finished,
-            "fingerprint": self.fingerprint,
-            "step": self.step,
-            "mode": "baseline",
-            "settings": {k: v for k, v in asdict(self.s).items() if k != "weights"},
-            "weights": asdict(self.bw),
-            "model": self.model.state_dict(),
-            "disc": self.disc.state_dict() if self.disc is not None else None,
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
-            "sampler_joint": self.joint_sampler.state_dict(),
-            "rng": {**rng_state(), "generator": self.generator.get_state()},
-            "history": self.history,
-            **self.extra_state,
-        }
-
-    def load_state_dict(self, st: dict) -> None:
-        self.model.load_state_dict(st["model"])
-        if self.disc is not None and st.get("disc") is not None:
-            self.disc.load_state_dict(st["disc"])
-        self.opt_g.load_state_dict(st["opt_g"])
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(st["opt_d"])
-        self.joint_sampler.load_state_dict(st["sampler_joint"])
-        set_rng_state(st["rng"])
-        self.generator.set_state(st["rng"]["generator"])
-        self.step = int(st["step"])
-        self.last_saved_step = self.step
-        self.history = list(st.get("history", []))
-
     # ------------------------------------------------------------------ the step
     def _update_sigma_lr(self) -> float:
         return self.s.lr  # no GM prior
@@ -96,7 +62,7 @@ class BaselineTrainer(Trainer):
     def _joint(self) -> dict:
         x, y = self._batch(self.joint_sampler)
         with self._autocast():
-            total, scalars = self.step_fn(self.model, self.disc, self.opt_g, self.opt_d, x, y, self.bw, self.generator)
+            total, scalars = self.step_fn(self.model, self.disc, self.opt_g, self.opt_d, x, y, self.w, self.generator)
         self._check(total, scalars)
         params = [p for g in self.opt_g.param_groups for p in g["params"]]
         if self.opt_d is not None:

@@ -48,6 +48,27 @@ class Generated:
     y: torch.Tensor  # (N,) long, the classes z_s was drawn for
 
 
+def generation_labels(y: torch.Tensor | int | None, n: int | None, n_classes: int, device: torch.device,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """The classes to generate for, as a (N,) long tensor on `device`: y=None draws n at random, an int
+    repeats it n times, a tensor is checked against n and the class range [0, n_classes)."""
+    if y is None:
+        if n is None:
+            raise ValueError("generate(y=None) needs n")
+        gen_device = generator.device if generator is not None else device
+        return torch.randint(n_classes, (n,), generator=generator, device=gen_device).to(device)
+    if isinstance(y, int):
+        if n is None:
+            raise ValueError("generate(y=<int>) needs n")
+        y = torch.full((n,), y, dtype=torch.long, device=device)
+    y = y.to(device, torch.long).reshape(-1)
+    if n is not None and n != y.numel():
+        raise ValueError(f"n={n} but {y.numel()} labels were given")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}), got [{int(y.min())}, {int(y.max())}]")
+    return y
+
+
 class LrLiVAE(nn.Module):
     """Encoder^s, Encoder^u, Decoder, adversarial classifier and GM prior, built from one ModelConfig."""
 
@@ -109,21 +130,7 @@ class LrLiVAE(nn.Module):
     # ------------------------------------------------------------------ generation
     def _labels(self, y: torch.Tensor | int | None, n: int | None,
                 generator: torch.Generator | None) -> torch.Tensor:
-        if y is None:
-            if n is None:
-                raise ValueError("generate(y=None) needs n")
-            gen_device = generator.device if generator is not None else self.device
-            return torch.randint(self.cfg.n_classes, (n,), generator=generator, device=gen_device).to(self.device)
-        if isinstance(y, int):
-            if n is None:
-                raise ValueError("generate(y=<int>) needs n")
-            y = torch.full((n,), y, dtype=torch.long, device=self.device)
-        y = y.to(self.device, torch.long).reshape(-1)
-        if n is not None and n != y.numel():
-            raise ValueError(f"n={n} but {y.numel()} labels were given")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.cfg.n_classes):
-            raise ValueError(f"labels must lie in [0, {self.cfg.n_classes}), got [{int(y.min())}, {int(y.max())}]")
-        return y
+        return generation_labels(y, n, self.cfg.n_classes, self.device, generator)
 
     def generate(
         self,

@@ -124,7 +124,7 @@ class Trainer:
             "weights": asdict(self.w),
             "model": self.model.state_dict(),
             "disc": self.disc.state_dict() if self.disc is not None else None,
-            "opt_gm": self.opt_gm.state_dict(),
+            "opt_gm": self.opt_gm.state_dict() if self.opt_gm is not None else None,
             "opt_g": self.opt_g.state_dict() if self.opt_g is not None else None,
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "sampler_gm": self.gm_sampler.state_dict(),
@@ -139,7 +139,8 @@ class Trainer:
         self.model.load_state_dict(st["model"])
         if self.disc is not None and st.get("disc") is not None:
             self.disc.load_state_dict(st["disc"])
-        self.opt_gm.load_state_dict(st["opt_gm"])
+        if self.opt_gm is not None:
+            self.opt_gm.load_state_dict(st["opt_gm"])
         if self.opt_g is not None:
             self.opt_g.load_state_dict(st["opt_g"])
         if self.opt_d is not None:
