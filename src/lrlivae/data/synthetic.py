@@ -173,7 +173,6 @@ _BROW_THICKNESS = 0.06
 _DEPTH = 0.95
 _EYE_W, _EYE_H, _IRIS_R = 0.24, 0.13, 0.135
 
-_TUNE: dict = {}
 _LM_COLUMNS = [f"lm_{i}_{c}" for i in range(5) for c in ("x", "y")]
 _BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
 
@@ -451,7 +450,7 @@ def _light_rgb(nui: dict) -> np.ndarray:
     """Colour and intensity of the light on the subject."""
     g = float(nui.get("light_intensity", 1.0))
     w = float(nui.get("light_warmth", 0.0))
-    k = _TUNE.get("warm_k", 0.12)
+    k = 0.12
     return (g * np.array([1.0 + k * w, 1.0, 1.0 - k * w])).astype(np.float32)
 
 
@@ -488,7 +487,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         cv.ellipse((hair_shift * 0.3, -0.35), (a * 1.15, b * 0.95), 0, hair, (cv.hair, 255))
     else:
         if style in (0, 2):  # short / fringe: some volume behind the head, down to the ears
-            cv.ellipse((hair_shift * 0.3, -0.45), (a * _TUNE.get("side_w", 1.2), _TUNE.get("side_h", 0.85)), 0, hair, (cv.hair, 255))
+            cv.ellipse((hair_shift * 0.3, -0.45), (a * 1.2, 0.85), 0, hair, (cv.hair, 255))
     if style == 3:  # curly volume
         cx = hair_shift * 0.3
         cv.ellipse((cx, -0.45), (a * 1.42, b * 0.98), 0, hair, (cv.hair, 255))
@@ -538,7 +537,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         ix = np.linspace(-0.98, 0.98, 15) * float(head.half_width(0.56))
         iy = 0.56 + (_MOUTH_Y + 0.22 + 0.2 * nui["mouth_open"] - 0.56) * np.clip(1 - (ix / ix[-1]) ** 2, 0, 1) ** 0.7
         inner = head.on_face(np.column_stack([ix, iy]))
-        cv.blend_poly(np.vstack([jaw_line, inner]), hair * 0.95, _TUNE.get('beard_op', 0.5))
+        cv.blend_poly(np.vstack([jaw_line, inner]), hair * 0.95, 0.5)
 
     # --- eye sockets (occlusion) and eyes
     es = ident["eye_spacing"]
@@ -550,7 +549,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         eye_c.append(cen)
         fx, fy = head.foreshorten(ex, _EYE_Y)
         sock = head.on_face([[ex, _EYE_Y - 0.05]], lift=-0.07)[0]
-        cv.ellipse(sock, (_TUNE.get('sock_w', 0.36) * fx, _TUNE.get('sock_h', 0.25) * fy), 0, None, (cv.occ, 230))
+        cv.ellipse(sock, (0.36 * fx, 0.25 * fy), 0, None, (cv.occ, 230))
         t = np.linspace(-1, 1, 15)
         w, h = _EYE_W * fx, _EYE_H * fy
         xs = cen[0] + w * t
@@ -559,7 +558,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         lower = cen[1] + h * arch * 0.95
         upper_now = upper_full + closed * (lower - upper_full)
         opening = np.vstack([np.column_stack([xs, upper_full]), np.column_stack([xs[::-1], lower[::-1]])])
-        cv.poly(opening, (_TUNE.get('sclera', 200),) * 3, (cv.occ, _TUNE.get('eye_occ', 60)))
+        cv.poly(opening, (200,) * 3, (cv.occ, 60))
         iris_c = (cen[0] + 0.02 * math.sin(yaw) * 0, cen[1] + 0.01)
         cv.ellipse(iris_c, (_IRIS_R * fx, _IRIS_R * min(1.0, fy)), 0, iris_col)
         cv.ellipse(iris_c, (0.045 * fx, 0.045), 0, (12, 10, 10))
@@ -599,7 +598,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
 
     # --- mouth
     sm, op = float(nui["smile"]), float(nui["mouth_open"])
-    half = ident["mouth_size"] / 2 * (1 + _TUNE.get("sm_w", 0.4) * sm - _TUNE.get("op_w", 0.12) * op)
+    half = ident["mouth_size"] / 2 * (1 + 0.4 * sm - 0.12 * op)
     corner_y = _MOUTH_Y - 0.13 * sm + 0.03 * op
     dip = 0.17 * sm
     gap = 0.025 + 0.07 * sm + 0.34 * op
@@ -615,7 +614,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
     cv.poly(np.vstack([f3(xs, up_out), f3(xs[::-1], lo_out[::-1])]), lip_col)
     cv.poly(np.vstack([f3(xs, up_in), f3(xs[::-1], lo_in[::-1])]), (48, 14, 18))
     teeth_h = min(gap * 0.9, 0.02 + 0.13 * sm) * (sm > 0.15 or op > 0.3)
-    if teeth_h > 0.01 and _TUNE.get('teeth', 1):
+    if teeth_h > 0.01:
         tt = t[3:-3]
         tx = xs[3:-3]
         ty0 = up_in[3:-3]
@@ -633,14 +632,14 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         lip = corner_y + dip * (1 - mt**2) - (0.075 + 0.02 * (1 - sm)) * np.sqrt(1 - mt**2)
         mtop = np.maximum(lip - 0.13 + 0.04 * np.abs(mt), tip_y + 0.12)
         mbot = lip + 0.01 + 0.05 * np.abs(mt) ** 2
-        cv.blend_poly(np.vstack([f3(mx, mtop), f3(mx[::-1], mbot[::-1])]), hair * 0.9, _TUNE.get('must_op', 0.65))
+        cv.blend_poly(np.vstack([f3(mx, mtop), f3(mx[::-1], mbot[::-1])]), hair * 0.9, 0.65)
 
     # --- hair on top of the head
     hl = _HAIRLINE_Y  # hairline at the centre
     xs = np.linspace(-a * 1.08, a * 1.08, 25)
     if style == 2:  # side-swept fringe: low over the left brow, back to the hairline on the right
         sweep = np.clip((1.0 - xs / a) / 2.0, 0.0, 1.0) ** 1.3
-        edge = hl + _TUNE.get("fringe_drop", 0.32) * sweep + 0.03 * (np.arange(25) % 2)
+        edge = hl + 0.32 * sweep + 0.03 * (np.arange(25) % 2)
     elif style == 3:
         edge = hl + 0.25 * (xs / a) ** 2 + 0.04 * (np.arange(25) % 2)
     else:
@@ -667,7 +666,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         for k, side in enumerate((-1, 1)):
             fx, fy = head.foreshorten(side * es / 2, _EYE_Y)
             cv.ellipse(eye_c[k], (0.34 * fx, 0.25 * fy), 0, None, (cv.hi, 40))
-            cv.ellipse(eye_c[k], (0.34 * fx, 0.25 * fy), 0, frame_col, thick=_TUNE.get('gl_th', 0.04))
+            cv.ellipse(eye_c[k], (0.34 * fx, 0.25 * fy), 0, frame_col, thick=0.04)
             # the arms: short stubs towards the temples (the rest is hidden by the face's curve)
             start = eye_c[k] + [side * 0.34 * fx, -0.05]
             temple = head.on_face([[side * float(head.half_width(_EYE_Y)) * 0.86, _EYE_Y - 0.06]])[0]
@@ -706,8 +705,6 @@ def _shade(cv: _Canvas, head: _Head, nui: dict, rng: np.random.Generator) -> tup
     ndl = np.clip(u * L[0] + v * L[1] + z * L[2], 0, 1)
     st = nui["light_strength"]
     shade = (1 - st) * 0.9 + st * (0.38 + 0.72 * ndl)
-    rim_w = _TUNE.get('rim', 0.0)
-    shade = shade * (1 - rim_w + rim_w * np.sqrt(z)) 
     hvec = L + np.array([0.0, 0.0, 1.0])
     hvec /= np.linalg.norm(hvec)
     spec = np.clip(u * hvec[0] + v * hvec[1] + z * hvec[2], 0, 1) ** 24 * (0.22 * st) * head_m
@@ -715,14 +712,14 @@ def _shade(cv: _Canvas, head: _Head, nui: dict, rng: np.random.Generator) -> tup
     sig = max(0.5, 0.05 * cv.p)
     occ = cv2.GaussianBlur(cv.occ, (0, 0), sig).astype(np.float32) / 255.0
     hi = cv2.GaussianBlur(cv.hi, (0, 0), sig).astype(np.float32) / 255.0
-    shade = shade * (1 - _TUNE.get('occ_w', 0.7) * occ) + _TUNE.get('hi_w', 0.22) * hi * (0.4 + st)
+    shade = shade * (1 - 0.7 * occ) + 0.22 * hi * (0.4 + st)
     # hair strands: anisotropic noise in the hair regions
     noise = rng.standard_normal((h, w)).astype(np.float32)
     noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=max(0.4, 0.02 * cv.p), sigmaY=max(1.0, 0.12 * cv.p))
     noise /= noise.std() + 1e-6
     hair_m = cv2.GaussianBlur(cv.hair, (0, 0), 0.8).astype(np.float32) / 255.0
     # hair next to the face lies in the head's shadow: darker around the face outline
-    edge_w = _TUNE.get("hair_edge", 0.7)
+    edge_w = 0.7
     if edge_w > 0:
         near = cv2.GaussianBlur(cv.head, (0, 0), max(1.0, 0.18 * cv.p)).astype(np.float32) / 255.0
         shade = shade * (1 - edge_w * np.clip(near * 1.6, 0, 1) * hair_m * (1 - head_m))
@@ -761,9 +758,9 @@ def _background(rng: np.random.Generator, size: int, kind: int, brightness: floa
         img = img + (contrast * sq)[..., None] * tint[None, None, :]
     else:  # dots: many small round spots of contrasting colours
         dots = np.zeros((size, size, 3), np.float32)
-        n = int(size * size / rng.uniform(*_TUNE.get("dot_area", (90, 140))))
+        n = int(size * size / rng.uniform(*(90, 140)))
         xy = rng.uniform(0, size, (n, 2))
-        rad = rng.uniform(*_TUNE.get("dot_r", (1.8, 3.6)), n)
+        rad = rng.uniform(*(1.8, 3.6), n)
         cols = rng.uniform(-1, 1, (n, 3)) * 0.5 + rng.choice([-1.0, 1.0], (n, 1)) * 0.5
         for (x, y), r, c in zip(xy, rad, cols):
             cv2.circle(dots, (int(x * _ONE), int(y * _ONE)), int(r * _ONE), tuple(float(v) for v in c), -1,
@@ -803,10 +800,8 @@ def render_frame(identity: dict, nuisance: dict, rng: np.random.Generator) -> tu
     m_units = np.hstack([rot * scale, pivot[:, None]])  # face units -> frame pixels
 
     frame = _background(rng, size, int(nuisance["bg_kind"]), float(nuisance["bg_brightness"]))
-    if _TUNE.get('flatbg'):
-        frame[:] = 0.5
     cv, head, lm_units, outline = _draw_head(identity, nuisance, rng, scale)
-    halo = _TUNE.get("halo", 0.2)
+    halo = 0.2
     if halo > 0:
         sh = np.zeros((size, size), np.float32)
         off = -np.array([nuisance["light_x"], nuisance["light_y"]]) * 0.35
@@ -815,7 +810,7 @@ def render_frame(identity: dict, nuisance: dict, rng: np.random.Generator) -> tu
         cv2.ellipse(sh, (int(cen[0] * _ONE), int(cen[1] * _ONE)), (int(ax[0] * _ONE), int(ax[1] * _ONE)), nuisance["roll"], 0, 360, 1.0, -1, cv2.LINE_AA, _SHIFT)
         sh = cv2.GaussianBlur(sh, (0, 0), 0.35 * scale)
         frame *= (1 - halo * sh)[..., None]
-    if not _TUNE.get('nobody'): _body(frame, m_units, head, SKIN_TONES[identity["skin_tone"]], nuisance, rng)
+    _body(frame, m_units, head, SKIN_TONES[identity["skin_tone"]], nuisance, rng)
     col, alpha = _shade(cv, head, nuisance, rng)
 
     # canvas pixels -> face units -> frame pixels
@@ -831,7 +826,7 @@ def render_frame(identity: dict, nuisance: dict, rng: np.random.Generator) -> tu
     frame = frame * 255.0
     if nuisance["noise"] > 0:
         grain = rng.standard_normal(frame.shape).astype(np.float32)
-        gs = _TUNE.get("grain", 0.85)
+        gs = 0.85
         if gs > 0:  # sensor noise after demosaicing: slightly correlated between neighbouring pixels
             grain = cv2.GaussianBlur(grain, (0, 0), gs)
             grain /= grain.std() + 1e-6
