@@ -109,7 +109,7 @@ ACCESSORIES = ("glasses", "beard", "earrings", "mustache")
 
 # Continuous identity factors: (low, high), drawn uniformly.
 _ID_CONTINUOUS: dict[str, tuple[float, float]] = {
-    "face_width": (1.0, 1.25),  # head half-width at the cheeks, face units
+    "face_width": (1.04, 1.2),  # head half-width at the cheeks, face units
     "jaw": (0.0, 1.0),  # 0 round jaw .. 1 narrow, pointed chin
     "eye_spacing": (0.84, 1.04),  # inter-ocular distance, face units
     "brow_slant": (-1.0, 1.0),  # > 0: inner ends lower, outer ends higher
@@ -129,7 +129,7 @@ _NUI_CONTINUOUS: dict[str, tuple[float, float]] = {
     "light_x": (-0.75, 0.75),
     "light_y": (-0.8, 0.0),
     "light_strength": (0.3, 0.9),
-    "light_intensity": (0.7, 1.3),
+    "light_intensity": (0.7, 1.4),
     "light_warmth": (-1.0, 1.0),
     "blur": (0.0, 0.065),
     "noise": (2.0, 20.0),
@@ -396,8 +396,8 @@ class _Head:
         """Half-width of the (frontal) face outline at height y: an ellipse narrowed towards the chin."""
         y = np.asarray(y, np.float64)
         base = self.a * np.sqrt(np.clip(1.0 - (y / self.b) ** 2, 0.0, 1.0))
-        t = np.clip((y - 0.1) / (self.b - 0.1), 0.0, 1.0)
-        return base * (1.0 - (0.05 + 0.35 * self.jaw) * t**1.5)
+        t = np.clip(y / self.b, 0.0, 1.0)
+        return base * (1.0 - (0.55 * self.jaw - 0.08) * t**1.2)
 
     def z(self, x, y):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -450,7 +450,7 @@ def _light_rgb(nui: dict) -> np.ndarray:
     """Colour and intensity of the light on the subject."""
     g = float(nui.get("light_intensity", 1.0))
     w = float(nui.get("light_warmth", 0.0))
-    k = 0.12
+    k = 0.32
     return (g * np.array([1.0 + k * w, 1.0, 1.0 - k * w])).astype(np.float32)
 
 
@@ -524,9 +524,9 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
     cv.ellipse(head.on_face([[0.0, -0.95]])[0], (0.5, 0.2), 0, None, (cv.hi, 80))
     # soft shadow under the jaw line on the inside of the outline
     chin_shadow = head.project(head.outline3d(grow=-0.02))
-    lower = chin_shadow[chin_shadow[:, 1] > 0.9]
+    lower = chin_shadow[chin_shadow[:, 1] > 0.5]
     if len(lower) > 2:
-        cv.line(lower[np.argsort(lower[:, 0])], None, 0.06, (cv.occ, 90))
+        cv.line(lower[np.argsort(lower[:, 0])], None, 0.07, (cv.occ, 130))
 
     # --- beard (under the mouth and features)
     if ident["beard"]:
@@ -758,14 +758,14 @@ def _background(rng: np.random.Generator, size: int, kind: int, brightness: floa
         img = img + (contrast * sq)[..., None] * tint[None, None, :]
     else:  # dots: many small round spots of contrasting colours
         dots = np.zeros((size, size, 3), np.float32)
-        n = int(size * size / rng.uniform(*(90, 140)))
+        n = int(size * size / rng.uniform(110, 170))
         xy = rng.uniform(0, size, (n, 2))
-        rad = rng.uniform(*(1.8, 3.6), n)
+        rad = rng.uniform(2.4, 4.4, n)
         cols = rng.uniform(-1, 1, (n, 3)) * 0.5 + rng.choice([-1.0, 1.0], (n, 1)) * 0.5
         for (x, y), r, c in zip(xy, rad, cols):
             cv2.circle(dots, (int(x * _ONE), int(y * _ONE)), int(r * _ONE), tuple(float(v) for v in c), -1,
                        cv2.LINE_AA, _SHIFT)
-        img = img + dots * rng.uniform(0.25, 0.33)
+        img = img + dots * rng.uniform(0.3, 0.38)
     return np.clip(img, 0, 1).astype(np.float32)
 
 
@@ -779,8 +779,8 @@ def _body(frame: np.ndarray, m: np.ndarray, head: _Head, skin: np.ndarray, nui: 
 
     a = head.a
     shade = (1 - nui["light_strength"]) * 0.8 + nui["light_strength"] * 0.55
-    neck = [(-0.5 * a, 0.6), (0.5 * a, 0.6), (0.55 * a, 2.3), (-0.55 * a, 2.3)]
-    neck_col = tuple(float(v) for v in skin / 255.0 * shade * _light_rgb(nui))
+    neck = [(-0.36 * a, 0.6), (0.36 * a, 0.6), (0.42 * a, 2.3), (-0.42 * a, 2.3)]
+    neck_col = tuple(float(v) for v in skin / 255.0 * shade * 0.72 * _light_rgb(nui))
     cloth = rng.uniform(0.1, 0.9, 3)
     torso = [(-0.62 * a, 2.0), (-1.9, 2.45), (-3.2, 3.1), (-3.6, 14.0), (3.6, 14.0), (3.2, 3.1), (1.9, 2.45), (0.62 * a, 2.0), (0.0, 2.35)]
     cv2.fillPoly(frame, [to_frame(neck)], neck_col, cv2.LINE_AA, _SHIFT)
