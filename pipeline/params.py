@@ -68,6 +68,7 @@ class OpenCVDetector(Strict):
     scale_factor: float = Field(default=1.1, gt=1.0, le=2.0)
     min_neighbors: int = Field(default=4, ge=0, le=50)
     min_size: int = Field(default=24, ge=8, le=1024)
+    equalize: bool = Field(default=False, description="histogram-equalise the grey image before detecting")
 
 
 class AlignParams(Strict):

@@ -186,3 +186,23 @@ def test_missing_weights_give_clear_message(tmp_path, monkeypatch):
     assert str(ckpt / FAN_FILE) in str(e.value)
     with pytest.raises(MissingWeightsError, match="disabled"):
         make_detector("face_alignment", allow_download=False).detect(img, None)
+
+
+
+@pytest.mark.parametrize("equalize", [False, True])
+def test_align_stage_passes_the_opencv_settings_to_the_detector(equalize, monkeypatch):
+    from pipeline.align import _WORKER, _init_worker
+    from pipeline.params import AlignParams
+
+    cfg = AlignParams.model_validate({"opencv": {"min_neighbors": 3, "equalize": equalize}}).model_dump()
+    _init_worker(cfg)
+    det = _WORKER.pop("detector")
+    _WORKER.clear()
+    assert det.min_neighbors == 3
+    calls = []
+    real = cv2.equalizeHist
+    monkeypatch.setattr(detect_mod.cv2, "equalizeHist", lambda g: calls.append(g.shape) or real(g))
+    img, box = draw_face(200)
+    face = pick_face(det.detect(img, None))
+    assert face is not None and _overlap(face.box, box) > 0.4
+    assert calls == ([img.shape[:2]] if equalize else [])
