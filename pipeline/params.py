@@ -122,6 +122,7 @@ class TrainCommon(Strict):
     grid_classes: int = Field(default=8, ge=1, description="classes shown in the per-epoch sample grid")
     gm_shift: int = Field(default=0, ge=0, le=16, description="GM steps: random shifts of up to this many pixels")
     gm_flip: bool = Field(default=False, description="GM steps: random left-right mirrors of the batch images")
+    gm_color: float = Field(default=0.0, ge=0.0, le=0.5, description="GM steps: random light gain / warmth of each image, strength a")
 
 
 class TrainGMParams(TrainCommon):

@@ -159,7 +159,8 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
                              sigma_lr_decay_epochs=cfg.sigma_lr_decay_epochs, checkpoint_every=cfg.checkpoint_every,
                              log_every=cfg.log_every, precision=cfg.precision, seed=params.seed,
                              weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0),
-                             gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip)
+                             gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip,
+                             gm_color=cfg.gm_color)
     fp = {
         "stage": stage, "cfg": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "seed": params.seed,
         "lambda": [params.lambda_lkd, params.lambda_kl, params.lambda_rec, params.n_gm], "world": info.world,

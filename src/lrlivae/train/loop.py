@@ -51,6 +51,8 @@ class TrainSettings:
     seed: int = 0
     gm_shift: int = 0  # GM steps: random translation of each batch by up to this many pixels (augmentation)
     gm_flip: bool = False  # GM steps: mirror each image left-right with probability 1/2 (augmentation)
+    gm_color: float = 0.0  # GM steps: random per-image light gain: brightness x U(1-a, 1+a), red / blue
+    #                        x (1 +- t) with t ~ U(-a, a) (augmentation; 0: off)
     mix_labeled: float = 0.0  # mode semi: fraction of steps taken on a labeled batch instead (Algorithm 1 step)
     weights: LossWeights = field(default_factory=LossWeights)
 
@@ -232,10 +234,22 @@ class Trainer:
         mirror = torch.rand(len(x), generator=self.generator, device=self.generator.device) < 0.5  # (B,)
         return torch.where(mirror.to(x.device)[:, None, None, None], x.flip(-1), x)
 
+    def _color(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale each image's light like the renderer's light intensity and warmth do: all channels by
+        b ~ U(1 - a, 1 + a), red by (1 + t) and blue by (1 - t), t ~ U(-a, a), a = gm_color; pixels
+        in [-1, 1] are scaled as light in [0, 1] and clipped."""
+        a = float(self.s.gm_color)
+        if a <= 0:
+            return x
+        u = torch.rand(len(x), 2, generator=self.generator, device=self.generator.device).to(x.device) * 2 - 1
+        b, t = 1 + a * u[:, 0], a * u[:, 1]
+        gain = torch.stack([b * (1 + t), b, b * (1 - t)], 1).to(x.dtype)[:, :, None, None]
+        return ((x + 1) * gain - 1).clamp_(-1, 1)
+
     def _gm(self) -> dict:
         self._update_sigma_lr()
         x, y = self._batch(self.gm_sampler)
-        x = self._flip(self._shift(x))
+        x = self._color(self._flip(self._shift(x)))
         with self._autocast():
             total, scalars = gm_step(self.model, self.opt_gm, x, y, self.w)
         self._check(total, scalars)
