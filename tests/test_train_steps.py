@@ -226,3 +226,21 @@ def test_gm_flip_mirrors_about_half_the_images(tmp_path):
     kept = torch.tensor([torch.equal(y[i], x[i]) for i in range(len(x))])
     assert bool((mirrored | kept).all())  # every image is either itself or its mirror
     assert 70 < int(mirrored.sum()) < 130  # about half of them mirrored
+
+
+def test_gm_color_scales_each_images_light_within_its_range(tmp_path):
+    faces, labels = tiny_data()
+    t = _trainer(tmp_path, faces, labels, steps=1, mode="gm")
+    x = torch.rand(300, 3, 8, 8) * 1.2 - 0.9  # pixels in [-0.9, 0.3]: no clipping at gain <= 1.44
+    assert torch.equal(t._color(x), x)  # gm_color 0: unchanged
+    t.s.gm_color = 0.2
+    y = t._color(x)
+    gain = ((y + 1) / (x + 1)).flatten(2)  # (B, 3, pixels): one gain per image and channel
+    torch.testing.assert_close(gain, gain[:, :, :1].expand_as(gain), rtol=1e-4, atol=1e-4)
+    g = gain[:, :, 0]
+    b = g[:, 1]  # green carries the brightness alone
+    t_ = g[:, 0] / b - 1
+    torch.testing.assert_close(g[:, 2] / b, 1 - t_, rtol=1e-4, atol=1e-4)  # blue moves opposite to red
+    assert 0.8 - 1e-5 <= float(b.min()) and float(b.max()) <= 1.2 + 1e-5 and float(b.std()) > 0.08
+    assert float(t_.abs().max()) <= 0.2 + 1e-4 and float(t_.std()) > 0.08
+    assert float(t._color(torch.ones(4, 3, 2, 2)).max()) <= 1.0  # clipped to the pixel range
