@@ -125,7 +125,7 @@ _NUI_CONTINUOUS: dict[str, tuple[float, float]] = {
     "roll": (-10.0, 10.0),
     "smile": (0.0, 1.0),
     "mouth_open": (0.0, 1.0),
-    "eyes_closed": (0.0, 0.9),
+    "eyes_closed": (0.0, 0.8),
     "light_x": (-0.75, 0.75),
     "light_y": (-0.8, 0.0),
     "light_strength": (0.3, 0.9),
@@ -158,7 +158,7 @@ SKIN_TONES = np.array([[240, 210, 190], [224, 180, 146], [198, 148, 110], [178, 
 HAIR_COLORS = np.array(
     [[32, 26, 24], [86, 56, 36], [146, 74, 36], [152, 116, 66], [118, 118, 124]], np.float32
 )
-EYE_COLORS = np.array([[92, 50, 20], [96, 158, 240], [50, 140, 50]], np.float32)
+EYE_COLORS = np.array([[92, 48, 18], [80, 150, 250], [40, 150, 45]], np.float32)
 HAIR_STYLES = ("short", "long", "fringe", "curly")
 BG_KINDS = ("smooth", "stripes", "dots")
 
@@ -561,7 +561,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         cv.poly(opening, (200,) * 3, (cv.occ, 60))
         iris_c = (cen[0] + 0.02 * math.sin(yaw) * 0, cen[1] + 0.01)
         cv.ellipse(iris_c, (_IRIS_R * fx, _IRIS_R * min(1.0, fy)), 0, iris_col)
-        cv.ellipse(iris_c, (0.045 * fx, 0.045), 0, (12, 10, 10))
+        cv.ellipse(iris_c, (0.038 * fx, 0.038), 0, (12, 10, 10))
         cv.ellipse((iris_c[0] + 0.03, iris_c[1] - 0.035), (0.02, 0.02), 0, (255, 255, 255))
         # lids: skin from the top of the eye down to the current lid line, and a lash line
         lid = np.vstack([np.column_stack([xs, upper_full - 0.02]), np.column_stack([xs[::-1], upper_now[::-1]])])
@@ -753,14 +753,14 @@ def _background(rng: np.random.Generator, size: int, kind: int, brightness: floa
         ang = rng.uniform(0, np.pi)
         ph = ((xx * math.cos(ang) + yy * math.sin(ang)) * size / period + rng.uniform()) % 1.0
         sq = np.clip((np.abs(ph - 0.5) - 0.25) * 6.0, -1, 1)  # soft square wave
-        contrast = rng.uniform(0.2, 0.28)
+        contrast = rng.uniform(0.22, 0.3)
         tint = rng.uniform(0.7, 1.3, 3)
         img = img + (contrast * sq)[..., None] * tint[None, None, :]
     else:  # dots: many small round spots of contrasting colours
         dots = np.zeros((size, size, 3), np.float32)
         n = int(size * size / rng.uniform(110, 170))
         xy = rng.uniform(0, size, (n, 2))
-        rad = rng.uniform(2.4, 4.4, n)
+        rad = rng.uniform(2.8, 4.8, n)
         cols = rng.uniform(-1, 1, (n, 3)) * 0.5 + rng.choice([-1.0, 1.0], (n, 1)) * 0.5
         for (x, y), r, c in zip(xy, rad, cols):
             cv2.circle(dots, (int(x * _ONE), int(y * _ONE)), int(r * _ONE), tuple(float(v) for v in c), -1,
