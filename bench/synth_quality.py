@@ -10,17 +10,17 @@ measures:
   (scaleFactor 1.1, minNeighbors 4, minSize 30, grayscale frame) finds the face: a detection with
   IoU > 0.3 with the true box, or containing the box centre.
 * factors: a small multi-output CNN trained on the aligned train crops predicts every factor that
-  survives alignment; test R^2 (continuous) or accuracy (discrete). Background kind, which that shared
-  network underserves, is also read by a CNN of its own (same architecture), whose score is reported. The framing factors that
-  alignment removes (roll, frame size, face scale and position) are scored from the recorded
-  landmarks / box / frame instead (a linear fit on train, scored on test).
+  survives alignment; test R^2 (continuous) or accuracy (discrete). Background kind, which that
+  shared network underserves, is also read by a CNN of its own (same architecture), whose score is
+  reported. The framing factors that alignment removes (roll, frame size, face scale and position)
+  are scored from the recorded landmarks / box / frame instead (a linear fit on train, scored on test).
 * probe: identity accuracy of a logistic regression on 8x8 downsampled aligned crops (the best over
   a few regularisation strengths, so the figure is an upper bound).
 * cnn_identity: identity accuracy of a small CNN trained on the aligned 64x64 crops.
 
     python bench/synth_quality.py --out reports/synth_quality.json [--data /tmp/synth] [--workers 2]
 
-Not part of the test run; takes a few minutes on two CPU cores.
+Not part of the test run; takes about 30 minutes on two CPU cores (`--threads 1 --workers 1`).
 """
 from __future__ import annotations
 

@@ -188,7 +188,6 @@ def test_missing_weights_give_clear_message(tmp_path, monkeypatch):
         make_detector("face_alignment", allow_download=False).detect(img, None)
 
 
-
 @pytest.mark.parametrize("equalize", [False, True])
 def test_align_stage_passes_the_opencv_settings_to_the_detector(equalize, monkeypatch):
     from pipeline.align import _WORKER, _init_worker

@@ -559,7 +559,7 @@ def _draw_head(ident: dict, nui: dict, rng: np.random.Generator, scale: float):
         upper_now = upper_full + closed * (lower - upper_full)
         opening = np.vstack([np.column_stack([xs, upper_full]), np.column_stack([xs[::-1], lower[::-1]])])
         cv.poly(opening, (200,) * 3, (cv.occ, 60))
-        iris_c = (cen[0] + 0.02 * math.sin(yaw) * 0, cen[1] + 0.01)
+        iris_c = (cen[0], cen[1] + 0.01)
         cv.ellipse(iris_c, (_IRIS_R * fx, _IRIS_R * min(1.0, fy)), 0, iris_col)
         cv.ellipse(iris_c, (0.038 * fx, 0.038), 0, (12, 10, 10))
         cv.ellipse((iris_c[0] + 0.03, iris_c[1] - 0.035), (0.02, 0.02), 0, (255, 255, 255))
@@ -719,10 +719,8 @@ def _shade(cv: _Canvas, head: _Head, nui: dict, rng: np.random.Generator) -> tup
     noise /= noise.std() + 1e-6
     hair_m = cv2.GaussianBlur(cv.hair, (0, 0), 0.8).astype(np.float32) / 255.0
     # hair next to the face lies in the head's shadow: darker around the face outline
-    edge_w = 0.7
-    if edge_w > 0:
-        near = cv2.GaussianBlur(cv.head, (0, 0), max(1.0, 0.18 * cv.p)).astype(np.float32) / 255.0
-        shade = shade * (1 - edge_w * np.clip(near * 1.6, 0, 1) * hair_m * (1 - head_m))
+    near = cv2.GaussianBlur(cv.head, (0, 0), max(1.0, 0.18 * cv.p)).astype(np.float32) / 255.0
+    shade = shade * (1 - 0.7 * np.clip(near * 1.6, 0, 1) * hair_m * (1 - head_m))
     shade = shade * (1 + 0.09 * noise * hair_m)
 
     alpha = cv.mask.astype(np.float32) / 255.0
@@ -801,15 +799,15 @@ def render_frame(identity: dict, nuisance: dict, rng: np.random.Generator) -> tu
 
     frame = _background(rng, size, int(nuisance["bg_kind"]), float(nuisance["bg_brightness"]))
     cv, head, lm_units, outline = _draw_head(identity, nuisance, rng, scale)
-    halo = 0.2
-    if halo > 0:
-        sh = np.zeros((size, size), np.float32)
-        off = -np.array([nuisance["light_x"], nuisance["light_y"]]) * 0.35
-        cen = m_units[:, :2] @ off + m_units[:, 2]
-        ax = (identity["face_width"] * 1.45 * scale, _HEAD_HALF_HEIGHT * 1.15 * scale)
-        cv2.ellipse(sh, (int(cen[0] * _ONE), int(cen[1] * _ONE)), (int(ax[0] * _ONE), int(ax[1] * _ONE)), nuisance["roll"], 0, 360, 1.0, -1, cv2.LINE_AA, _SHIFT)
-        sh = cv2.GaussianBlur(sh, (0, 0), 0.35 * scale)
-        frame *= (1 - halo * sh)[..., None]
+    # a soft shadow of the head on the background, offset away from the light
+    sh = np.zeros((size, size), np.float32)
+    off = -np.array([nuisance["light_x"], nuisance["light_y"]]) * 0.35
+    cen = m_units[:, :2] @ off + m_units[:, 2]
+    ax = (identity["face_width"] * 1.45 * scale, _HEAD_HALF_HEIGHT * 1.15 * scale)
+    cv2.ellipse(sh, (int(cen[0] * _ONE), int(cen[1] * _ONE)), (int(ax[0] * _ONE), int(ax[1] * _ONE)),
+                nuisance["roll"], 0, 360, 1.0, -1, cv2.LINE_AA, _SHIFT)
+    sh = cv2.GaussianBlur(sh, (0, 0), 0.35 * scale)
+    frame *= (1 - 0.2 * sh)[..., None]
     _body(frame, m_units, head, SKIN_TONES[identity["skin_tone"]], nuisance, rng)
     col, alpha = _shade(cv, head, nuisance, rng)
 
@@ -826,10 +824,9 @@ def render_frame(identity: dict, nuisance: dict, rng: np.random.Generator) -> tu
     frame = frame * 255.0
     if nuisance["noise"] > 0:
         grain = rng.standard_normal(frame.shape).astype(np.float32)
-        gs = 0.85
-        if gs > 0:  # sensor noise after demosaicing: slightly correlated between neighbouring pixels
-            grain = cv2.GaussianBlur(grain, (0, 0), gs)
-            grain /= grain.std() + 1e-6
+        # sensor noise after demosaicing: slightly correlated between neighbouring pixels
+        grain = cv2.GaussianBlur(grain, (0, 0), 0.85)
+        grain /= grain.std() + 1e-6
         frame = frame + grain * float(nuisance["noise"])
     img = np.clip(np.round(frame), 0, 255).astype(np.uint8)
 
