@@ -163,16 +163,19 @@ def evaluate(
     metrics: Path = typer.Option(Path("reports/evaluate.json"), help="metrics JSON"),
     figures: Path = typer.Option(Path("reports/figures/evaluate"), help="folder for the figures"),
     report: Path = typer.Option(Path("reports/evaluate.md"), help="the Markdown report"),
+    joint_model: Optional[Path] = typer.Option(None, help="also score this model (train_joint, before fine-tuning)"),
+    joint_metrics: Path = typer.Option(Path("reports/evaluate_train_joint.json"), help="its metrics JSON"),
 ) -> None:
     """Inception Score, intra-class diversity, FCD, probes, inpainting, disentanglement, and figures."""
     from pipeline.evaluate import run_evaluate
 
     p = _load(params)
-    for path in (data / "faces.npy", model, evaluator):
+    for path in (data / "faces.npy", model, evaluator) + ((joint_model,) if joint_model else ()):
         if not path.exists():
             _fail(FileNotFoundError(f"{path} does not exist; run the stage that writes it first (dvc repro)"))
     try:
-        run_evaluate(p, params, data, model, evaluator, metrics, figures, report)
+        also = {"train_joint": (joint_model, joint_metrics)} if joint_model else None
+        run_evaluate(p, params, data, model, evaluator, metrics, figures, report, also)
     except ValueError as e:
         _fail(e)
 
@@ -243,6 +246,7 @@ def compare(
     ours: Path = typer.Option(Path("reports/evaluate.json"), help="the `evaluate` report of Lr-LiVAE"),
     ours_table: Path = typer.Option(Path("reports/disentanglement.csv"), help="its disentanglement table"),
     ours_figures: Path = typer.Option(Path("reports/figures/evaluate"), help="its figures"),
+    ours_joint: Optional[Path] = typer.Option(None, help="the `evaluate` report of the train_joint model"),
     baselines: Path = typer.Option(Path("reports/baselines"), help="folder of the baseline reports (KIND.json)"),
     out_json: Path = typer.Option(Path("reports/comparison.json"), help="flat comparison metrics"),
     out_md: Path = typer.Option(Path("reports/comparison.md"), help="the comparison tables"),
@@ -253,7 +257,7 @@ def compare(
     p = _load(params)
     if not ours.exists():
         _fail(FileNotFoundError(f"{ours} does not exist; run `dvc repro evaluate` first"))
-    run_compare(p, params, ours, baselines, ours_table, out_json, out_md, ours_figures)
+    run_compare(p, params, ours, baselines, ours_table, out_json, out_md, ours_figures, ours_joint)
 
 
 @app.command()

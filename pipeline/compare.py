@@ -28,7 +28,8 @@ from pipeline.params import Params
 from pipeline.tracking import stage_run
 
 OURS = "ours"
-LABELS = {**NAMES, OURS: "Lr-LiVAE (ours)"}
+OURS_JOINT = "ours_train_joint"  # the same method before fine-tuning (models/train_joint)
+LABELS = {**NAMES, OURS: "Lr-LiVAE (ours)", OURS_JOINT: "Lr-LiVAE before fine-tuning (train_joint)"}
 
 
 def _num(v) -> bool:
@@ -46,11 +47,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def load_reports(ours: Path, baselines_dir: Path) -> dict[str, dict]:
-    """{model: metrics} for the baselines that have a report, then ours."""
+def load_reports(ours: Path, baselines_dir: Path, ours_joint: Path | None = None) -> dict[str, dict]:
+    """{model: metrics} for the baselines that have a report, then ours, then ours before fine-tuning."""
     reports = {k: json.loads((Path(baselines_dir) / f"{k}.json").read_text()) for k in KINDS
                if (Path(baselines_dir) / f"{k}.json").exists()}
     reports[OURS] = json.loads(Path(ours).read_text())
+    if ours_joint is not None and Path(ours_joint).exists():
+        reports[OURS_JOINT] = json.loads(Path(ours_joint).read_text())
     return reports
 
 
@@ -165,7 +168,7 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
               "cVAE and cVAE-GAN are given the true label, as in the paper; ours uses none; cGAN has no encoder.", ""]
     rows = []
     for m, r in reports.items():
-        label = "Lr-LiVAE (ours, no label)" if m == OURS else \
+        label = f"{LABELS[m]} (no label)" if m in (OURS, OURS_JOINT) else \
             LABELS[m] + (" (true label)" if _num(r.get("inpaint_psnr_eyes")) else "")
         rows.append([label] + [f"{_fmt(r, f'inpaint_psnr_{k}', 2)} ({_fmt(r, f'inpaint_ssim_{k}')})"
                                if _num(r.get(f"inpaint_psnr_{k}")) else "n/a" for k in MASKS])
@@ -174,8 +177,9 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
               f"Chance: {_fmt(ours, 'chance_accuracy')}. Ours: z_u (z_s classifies identity at "
               f"{_fmt(ours, 'zs_probe_accuracy')}); baselines: z, the mean of q(z | x, c).", ""]
     lines += _table(["model", "code", "identity probe accuracy"],
-                    [[LABELS[m], "z_u" if m == OURS else "z",
-                      _fmt(r, "zu_probe_accuracy" if m == OURS else "z_probe_accuracy")] for m, r in reports.items()])
+                    [[LABELS[m], "z_u" if m in (OURS, OURS_JOINT) else "z",
+                      _fmt(r, "zu_probe_accuracy" if m in (OURS, OURS_JOINT) else "z_probe_accuracy")]
+                     for m, r in reports.items()])
     if any(_num(r.get("disentanglement_gap")) for r in reports.values()):
         lines += ["", "## Disentanglement on the synthetic ground truth", "",
                   "Mean probe score (R^2 or accuracy, held-out codes) of the identity factors and of the nuisance "
@@ -187,7 +191,7 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
         lines += _table(["model", "identity factors from the label-free code (lower is better)",
                          "nuisance factors from it (higher is better)", "disentanglement_gap"],
                         [[LABELS[m], _fmt(r, "label_free_identity"), _fmt(r, "label_free_nuisance"),
-                          _fmt(r, "disentanglement_gap") + (" (oracle label)" if m != OURS and
+                          _fmt(r, "disentanglement_gap") + (" (oracle label)" if m not in (OURS, OURS_JOINT) and
                                                             _num(r.get("disentanglement_gap")) else "")]
                          for m, r in reports.items()])
         lines += _factor_tables(ours_table, baselines_dir, models)
@@ -196,8 +200,8 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
 
 
 def run_compare(params: Params, params_path: Path, ours: Path, baselines_dir: Path, ours_table: Path | None,
-                out_json: Path, out_md: Path, ours_figures: Path | None = None) -> dict:
-    reports = load_reports(ours, baselines_dir)
+                out_json: Path, out_md: Path, ours_figures: Path | None = None, ours_joint: Path | None = None) -> dict:
+    reports = load_reports(ours, baselines_dir, ours_joint)
     add_label_free_scores(reports, ours_table, baselines_dir, list(params.evaluate.nuisance_factors))
     flat = flat_metrics(reports)
     cid = comparison_id(flat)

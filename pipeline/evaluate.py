@@ -115,45 +115,83 @@ def inpainting_metrics(model, x: torch.Tensor, size: int) -> dict:
     return m
 
 
+def _test_split(ds: AlignedFaces, ids: list[str]):
+    labels = ds.labels(ids)
+    tr, te = (np.sort(r[labels[r] >= 0]) for r in (ds.split_indices("train"), ds.split_indices("test")))
+    return labels, tr, te
+
+
+def score_model(model, ev, ds: AlignedFaces, ids: list[str], cfg, seed: int, device) -> tuple[dict, object]:
+    """Every figure of the protocol for one Lr-LiVAE model: generation metrics, code accuracies and probes,
+    the class-accuracy decomposition and code statistics (lrlivae.evaluate.diagnose), inpainting, and on
+    synthetic data the disentanglement table. Returns (metrics, table or None)."""
+    from lrlivae.evaluate.diagnose import diagnose
+
+    labels, tr, te = _test_split(ds, ids)
+    x_te, y_te = np.asarray(ds.faces[te]), labels[te]
+    m: dict[str, float] = {}
+    m.update(generation_metrics(model, ev, len(ids), x_te, y_te, cfg, seed, device))
+    codes_tr = monitor.encode_rows(model, ds.faces, tr, device)
+    codes_te = monitor.encode_rows(model, ds.faces, te, device)
+    m["zs_accuracy"] = monitor.gm_accuracy(model, codes_te.zs, y_te)
+    m["zs_probe_accuracy"] = monitor.probe_accuracy(codes_tr.zs, labels[tr], codes_te.zs, y_te)
+    m["zu_probe_accuracy"] = monitor.probe_accuracy(codes_tr.mu, labels[tr], codes_te.mu, y_te)
+    m["chance_accuracy"] = 1.0 / len(ids)
+    m["evaluator_real_accuracy"] = accuracy(ev, x_te, y_te)
+    m.update(diagnose(model, ev, codes_tr, labels[tr], codes_te, y_te, seed=seed))
+    m.update(inpainting_metrics(model, to_float_tensor(x_te), ds.faces.shape[1]))
+    kinds = {k: v for k, v in FACTOR_KINDS.items() if f"f_{k}" in ds.index}
+    table = None
+    if kinds:
+        from lrlivae.data.synthetic import IDENTITY_FACTORS, NUISANCE_FACTORS
+
+        f_tr = {k: ds.index[f"f_{k}"].to_numpy()[tr] for k in kinds}
+        f_te = {k: ds.index[f"f_{k}"].to_numpy()[te] for k in kinds}
+        table = disentanglement_table(codes_tr, codes_te, f_tr, f_te, kinds)
+        nuisance = [k for k in NUISANCE_FACTORS if k in kinds and k in cfg.nuisance_factors]
+        m["disentanglement_gap"] = disentanglement_gap(table, [k for k in IDENTITY_FACTORS if k in kinds], nuisance)
+    return m, table
+
+
+def _load_scored(model_path: Path, ev_meta: dict, evaluator_path: Path, device):
+    model, st = load_model(model_path, device)
+    ids = list(st["identities"])
+    if list(ev_meta.get("identities", ids)) != ids:
+        raise ValueError(f"{evaluator_path} was trained on other identities than {model_path}")
+    return model, st, ids
+
+
 def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: Path, evaluator_path: Path,
-                 metrics_path: Path, figures_dir: Path, report_path: Path) -> dict:
+                 metrics_path: Path, figures_dir: Path, report_path: Path, also: dict[str, tuple[Path, Path]] | None = None
+                 ) -> dict:
+    """Score `model_path` (the model the pipeline hands out) into metrics_path, its figures and report;
+    `also` = {name: (model, metrics JSON)} scores further models (e.g. the train_joint model before
+    fine-tuning) by the same protocol into their own JSON files and MLflow metrics `<metric>/<name>`."""
     cfg = params.evaluate
     torch.manual_seed(params.seed)
     device = "cpu"
     ds = AlignedFaces(data_dir)
-    model, st = load_model(model_path, device)
     ev, ev_meta = load_evaluator(evaluator_path, device)
-    ids = list(st["identities"])
-    if list(ev_meta.get("identities", ids)) != ids:
-        raise ValueError(f"{evaluator_path} was trained on other identities than {model_path}")
-    labels = ds.labels(ids)
-    tr, te = (np.sort(r[labels[r] >= 0]) for r in (ds.split_indices("train"), ds.split_indices("test")))
-    x_te, y_te = np.asarray(ds.faces[te]), labels[te]
+    model, st, ids = _load_scored(model_path, ev_meta, evaluator_path, device)
+    labels, tr, te = _test_split(ds, ids)
+    x_te = np.asarray(ds.faces[te])
     figures_dir = Path(figures_dir)
-    m: dict[str, float] = {}
     with stage_run("evaluate", params.model_dump(mode="json"), params_path) as tracker:
         t0 = time.perf_counter()
-        m.update(generation_metrics(model, ev, len(ids), x_te, y_te, cfg, params.seed, device))
-        codes_tr = monitor.encode_rows(model, ds.faces, tr, device)
-        codes_te = monitor.encode_rows(model, ds.faces, te, device)
-        m["zs_accuracy"] = monitor.gm_accuracy(model, codes_te.zs, y_te)
-        m["zs_probe_accuracy"] = monitor.probe_accuracy(codes_tr.zs, labels[tr], codes_te.zs, y_te)
-        m["zu_probe_accuracy"] = monitor.probe_accuracy(codes_tr.mu, labels[tr], codes_te.mu, y_te)
-        m["chance_accuracy"] = 1.0 / len(ids)
-        m.update(inpainting_metrics(model, to_float_tensor(x_te), ds.faces.shape[1]))
-        kinds = {k: v for k, v in FACTOR_KINDS.items() if f"f_{k}" in ds.index}
+        m, table = score_model(model, ev, ds, ids, cfg, params.seed, device)
         table_md = ""
-        if kinds:
-            from lrlivae.data.synthetic import IDENTITY_FACTORS, NUISANCE_FACTORS
-
-            f_tr = {k: ds.index[f"f_{k}"].to_numpy()[tr] for k in kinds}
-            f_te = {k: ds.index[f"f_{k}"].to_numpy()[te] for k in kinds}
-            table = disentanglement_table(codes_tr, codes_te, f_tr, f_te, kinds)
-            nuisance = [k for k in NUISANCE_FACTORS if k in kinds and k in cfg.nuisance_factors]
-            m["disentanglement_gap"] = disentanglement_gap(table, [k for k in IDENTITY_FACTORS if k in kinds], nuisance)
+        if table is not None:
             table.to_csv(Path(metrics_path).with_name("disentanglement.csv"))
             table_md = table.to_markdown(floatfmt=".3f") if hasattr(table, "to_markdown") else table.to_string()
         m["seconds"] = time.perf_counter() - t0
+        others = {}
+        for name, (other_path, other_metrics) in (also or {}).items():
+            other, _, other_ids = _load_scored(other_path, ev_meta, evaluator_path, device)
+            if other_ids != ids:
+                raise ValueError(f"{other_path} was trained on other identities than {model_path}")
+            others[name], _ = score_model(other, ev, ds, ids, cfg, params.seed, device)
+            atomic_write_json(other_metrics, others[name])
+            tracker.log_metrics({f"{k}/{name}": v for k, v in others[name].items()})
         # figures
         classes = list(range(min(cfg.figure_classes, len(ids))))
         pics = {
@@ -166,7 +204,7 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
         write_figures(tracker, figures_dir, pics, st.get("history") or [])
         atomic_write_json(metrics_path, m)
         tracker.log_metrics(m)
-        report = _report(m, table_md, pics, figures_dir, report_path)
+        report = _report(m, table_md, pics, figures_dir, report_path, others)
         atomic_write_bytes(report_path, report.encode())
         tracker.log_artifact(report_path)
     print("evaluate: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
@@ -186,10 +224,14 @@ def write_figures(tracker, figures_dir: Path, pics: dict, history: list) -> None
         tracker.log_image(img, f"{name}.png")
 
 
-def _report(m: dict, table_md: str, pics: dict, figures_dir: Path, report_path: Path) -> str:
+def _report(m: dict, table_md: str, pics: dict, figures_dir: Path, report_path: Path,
+            others: dict[str, dict] | None = None) -> str:
     rel = lambda p: Path(p).resolve().relative_to(Path(report_path).resolve().parent)  # noqa: E731
-    lines = ["# Evaluation", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in m.items()]
+    others = others or {}
+    lines = ["# Evaluation", "", "| metric | scored model |" + "".join(f" {n} |" for n in others),
+             "|---|---|" + "---|" * len(others)]
+    lines += [f"| {k} | {v:.4f} |" + "".join(f" {o[k]:.4f} |" if k in o else " - |" for o in others.values())
+              for k, v in m.items()]
     if table_md:
         lines += ["", "## Disentanglement (probes on held-out codes)", "", table_md]
     lines += ["", "## Figures", ""]

@@ -123,6 +123,9 @@ class TrainCommon(Strict):
     gm_shift: int = Field(default=0, ge=0, le=16, description="GM steps: random shifts of up to this many pixels")
     gm_flip: bool = Field(default=False, description="GM steps: random left-right mirrors of the batch images")
     gm_color: float = Field(default=0.0, ge=0.0, le=0.5, description="GM steps: random light gain / warmth of each image, strength a")
+    gm_refit: Literal["none", "end", "epoch"] = Field(
+        default="none", description="set Sigma_c to the variance of the class's training codes: at the end, or every epoch")
+    gm_refit_means: bool = Field(default=False, description="with gm_refit: set mu_c to the class mean of the codes too")
 
 
 class TrainGMParams(TrainCommon):
@@ -135,6 +138,7 @@ class TrainJointParams(TrainCommon):
     rec_dec: float = Field(default=10.0, gt=0, description="L_rec weight in the decoder update")
     adv_e: float = Field(default=1.0, ge=0, description="L_E^adv weight in the Encoder^u update")
     gan_g: float = Field(default=1.0, ge=0, description="generator GAN weight; 0 turns the discriminator off")
+    cls_dec: float = Field(default=0.0, ge=0, description="decoder: L_cls of the frozen Encoder^s on prior samples")
     gan_loss: Literal["hinge", "bce"] = "hinge"
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
@@ -156,6 +160,9 @@ class FetchFaceScrubParams(Strict):
 class FinetuneSemiParams(TrainJointParams):
     steps: int = Field(default=200, ge=1)
     mix_labeled: float = Field(default=0.0, ge=0, le=1, description="fraction of steps on a labeled batch")
+    semi_n_gm: int = Field(default=0, ge=0, le=16, description="GM steps on labeled batches per fine-tuning step")
+    pseudo_label_threshold: float = Field(
+        default=0.0, ge=0, le=1, description="unlabeled z_s with max GM posterior >= this follow that class (0: off)")
     swap_pairs: int = Field(default=400, ge=10, description="random swap pairs measured")
     predictor_epochs: int = Field(default=8, ge=1, description="epochs of the factor predictor")
     grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")

@@ -47,7 +47,7 @@ def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig
 
 def loss_weights(params: Params, cfg: TrainCommon) -> LossWeights:
     extra = {}
-    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "kl_reduction", "rec_reduction"):
+    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "cls_dec", "gan_loss", "kl_reduction", "rec_reduction"):
         if hasattr(cfg, k):
             extra[k] = getattr(cfg, k)
     return LossWeights(lambda_lkd=params.lambda_lkd, lambda_kl=params.lambda_kl, lambda_rec=params.lambda_rec,
@@ -159,6 +159,9 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
                              sigma_lr_decay_epochs=cfg.sigma_lr_decay_epochs, checkpoint_every=cfg.checkpoint_every,
                              log_every=cfg.log_every, precision=cfg.precision, seed=params.seed,
                              weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0),
+                             semi_n_gm=getattr(cfg, "semi_n_gm", 0),
+                             pseudo_label_threshold=getattr(cfg, "pseudo_label_threshold", 0.0),
+                             gm_refit=cfg.gm_refit, gm_refit_means=cfg.gm_refit_means,
                              gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip,
                              gm_color=cfg.gm_color)
     fp = {

@@ -190,3 +190,37 @@ def test_moment_match_with_weights_and_no_cancellation():
     mu_ref = 0.25 * m[0] + 0.75 * m[1]
     torch.testing.assert_close(mu_w, mu_ref)
     torch.testing.assert_close(var_w, 0.25 * v[0] + 0.75 * v[1] + 0.25 * m[0] ** 2 + 0.75 * m[1] ** 2 - mu_ref**2)
+
+
+def test_refit_prior_sets_the_ml_variance_and_optionally_the_means():
+    from lrlivae.priors import refit_prior
+
+    prior = _prior(C=3, d=4)
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(3).repeat_interleave(500)
+    scale = torch.tensor([0.1, 0.5, 2.0])[y][:, None]
+    zs = prior.means.detach()[y] + 0.3 + scale * torch.randn(len(y), 4, generator=g)
+    means_before = prior.means.detach().clone()
+    assert refit_prior(prior, zs, y) == 3
+    torch.testing.assert_close(prior.means.detach(), means_before)  # means untouched by default
+    for c, s in enumerate((0.1, 0.5, 2.0)):
+        z = zs[y == c].double()
+        expected = (z - means_before[c].double()).pow(2).mean(0)  # about the prior mean: s^2 + 0.3^2
+        torch.testing.assert_close(prior.variances[c].double(), expected, rtol=1e-4, atol=1e-6)
+    refit_prior(prior, zs, y, means=True)
+    for c, s in enumerate((0.1, 0.5, 2.0)):
+        torch.testing.assert_close(prior.means[c], zs[y == c].mean(0), rtol=1e-5, atol=1e-5)
+        assert torch.allclose(prior.variances[c], torch.full((4,), s * s), rtol=0.15)
+    # codes tighter than the lower bound: the variance stays inside the prior's bounds
+    refit_prior(prior, prior.means.detach()[y], y, means=True)
+    assert float(prior.variances.min()) >= prior_var_min(prior)
+    # a class without codes is left alone
+    before = prior.logvar_raw.detach().clone()
+    assert refit_prior(prior, zs[y < 2], y[y < 2]) == 2
+    torch.testing.assert_close(prior.logvar_raw[2].detach(), before[2])
+
+
+def prior_var_min(prior) -> float:
+    import math
+
+    return math.exp(prior.logvar_min)

@@ -208,3 +208,34 @@ def ambiguous_gaussian(prior: GaussianMixturePrior) -> tuple[torch.Tensor, torch
     prior should stay fixed.
     """
     return moment_match(prior.means, prior.variances)
+
+
+# ---------------------------------------------------------------------------------------- refit
+@torch.no_grad()
+def refit_prior(prior: GaussianMixturePrior, zs: torch.Tensor, y: torch.Tensor, means: bool = False,
+                min_count: int = 2) -> int:
+    """Set each class's Sigma_c (and mu_c when `means`) to the maximum-likelihood estimate of L_lkd (Eq. 7)
+    for the given codes: the per-dimension variance (and mean) of the z_s of class c.
+
+    L_lkd summed over a class's codes is minimised over Sigma_c by exactly that variance, so this is the
+    closed-form M-step of the likelihood term that the GM steps follow by gradient descent; it keeps the
+    prior a model of where the codes are (prior samples z_s ~ N(mu_c, Sigma_c) then lie among the codes of
+    person c). Variances are kept strictly inside the prior's bounds. zs (N, d), y (N,) long; classes with
+    fewer than `min_count` codes are left as they are. Returns the number of classes refitted.
+    """
+    zs = zs.to(prior.means.device, torch.float64)
+    y = y.to(prior.means.device)
+    lo, hi = math.exp(prior.logvar_min), math.exp(prior.logvar_max)
+    done = 0
+    for c in range(prior.n_classes):
+        z = zs[y == c]
+        if len(z) < min_count:
+            continue
+        mu = z.mean(dim=0) if means else prior.means[c].double()
+        var = (z - mu).pow(2).mean(dim=0).clamp(lo * 1.05, hi * 0.95)  # (d,) ML variance about mu_c
+        raw = [soft_clamp_inverse(math.log(float(v)), prior.logvar_min, prior.logvar_max) for v in var]
+        prior.logvar_raw[c] = torch.tensor(raw, dtype=prior.logvar_raw.dtype, device=prior.logvar_raw.device)
+        if means:
+            prior.means[c] = mu.to(prior.means.dtype)
+        done += 1
+    return done

@@ -54,6 +54,12 @@ class TrainSettings:
     gm_color: float = 0.0  # GM steps: random per-image light gain: brightness x U(1-a, 1+a), red / blue
     #                        x (1 +- t) with t ~ U(-a, a) (augmentation; 0: off)
     mix_labeled: float = 0.0  # mode semi: fraction of steps taken on a labeled batch instead (Algorithm 1 step)
+    semi_n_gm: int = 0  # mode semi: GM steps on labeled batches before each fine-tuning step (Algorithm 1)
+    pseudo_label_threshold: float = 0.0  # mode semi: an unlabeled z_s whose GM posterior max q(c | z_s) reaches
+    #                        this follows N(mu_c, Sigma_c) of that class instead of the ambiguous Gaussian (0: off)
+    gm_refit: Literal["none", "end", "epoch"] = "none"  # set Sigma_c to the variance of the class's training
+    #                        codes (priors.refit_prior) at the end of the stage, or at every epoch end too
+    gm_refit_means: bool = False  # refit mu_c to the class mean of the codes as well
     weights: LossWeights = field(default_factory=LossWeights)
 
 
@@ -99,13 +105,15 @@ class Trainer:
         self.joint_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 2, rank=dist.rank, world=dist.world)
         self.generator = torch.Generator(device=self.device).manual_seed(base + 17)
         self.labeled = None
-        if s.mode == "semi" and s.mix_labeled > 0:
+        self.refit_source = (faces, rows, self.labels) if s.mode != "semi" else None
+        if s.mode == "semi" and (s.mix_labeled > 0 or s.semi_n_gm > 0 or s.gm_refit != "none"):
             if labeled is None:
-                raise ValueError("mix_labeled > 0 needs the labeled set")
+                raise ValueError("mix_labeled > 0, semi_n_gm > 0 and gm_refit need the labeled set")
             l_faces, l_rows, l_labels = labeled
             self.labeled = (l_faces, torch.as_tensor(np.array(l_labels, dtype=np.int64)))
             # the GM sampler walks the labeled set in mode semi (it has no GM steps of its own)
             self.gm_sampler = EpochSampler(l_rows, s.batch_size, seed=s.seed * 7919 + 3, rank=dist.rank, world=dist.world)
+            self.refit_source = (l_faces, l_rows, self.labeled[1])
         self.mix_rng_seed = s.seed * 7919 + 4
         self.step = 0
         self.last_saved_step = -1
@@ -246,9 +254,9 @@ class Trainer:
         gain = torch.stack([b * (1 + t), b, b * (1 - t)], 1).to(x.dtype)[:, :, None, None]
         return ((x + 1) * gain - 1).clamp_(-1, 1)
 
-    def _gm(self) -> dict:
+    def _gm(self, source: tuple | None = None) -> dict:
         self._update_sigma_lr()
-        x, y = self._batch(self.gm_sampler)
+        x, y = self._batch(self.gm_sampler, source)
         x = self._color(self._flip(self._shift(x)))
         with self._autocast():
             total, scalars = gm_step(self.model, self.opt_gm, x, y, self.w)
@@ -256,6 +264,26 @@ class Trainer:
         ddp.allreduce_grads([p for g in self.opt_gm.param_groups for p in g["params"]], self.dist.world)
         self.opt_gm.step()
         return scalars
+
+    def refit(self) -> int:
+        """priors.refit_prior on the codes of the labeled training rows (eval mode; every rank computes the
+        same codes from averaged batch-norm statistics, then rank 0's prior is broadcast)."""
+        from lrlivae.data.aligned import to_float_tensor
+        from lrlivae.priors import refit_prior
+
+        faces, rows, labels = self.refit_source
+        ddp.average_buffers(self.model, self.dist.world)
+        rows = np.sort(np.asarray(rows))
+        was_training = self.model.training
+        self.model.eval()
+        zs = []
+        with torch.no_grad():
+            for i in range(0, len(rows), 256):
+                zs.append(self.model.enc_s(to_float_tensor(np.asarray(faces[rows[i : i + 256]])).to(self.device)).float())
+        self.model.train(was_training)
+        n = refit_prior(self.model.prior, torch.cat(zs), labels[rows].to(self.device), means=self.s.gm_refit_means)
+        ddp.broadcast_state(self.model.prior)
+        return n
 
     def _mixed_step_is_labeled(self) -> bool:
         """Mode semi: whether this step takes a labeled batch (a draw fixed by seed and step)."""
@@ -273,7 +301,8 @@ class Trainer:
         else:
             x, y = self._batch(self.joint_sampler)
         with self._autocast():
-            total, scalars = joint_step(self.model, self.disc, self.opt_g, self.opt_d, x, y, self.w, self.generator)
+            total, scalars = joint_step(self.model, self.disc, self.opt_g, self.opt_d, x, y, self.w, self.generator,
+                                        pseudo_label_threshold=self.s.pseudo_label_threshold)
         self._check(total, scalars)
         params = [p for g in self.opt_g.param_groups for p in g["params"]]
         if self.opt_d is not None:
@@ -307,6 +336,8 @@ class Trainer:
             if s.mode == "gm":
                 scalars.update(self._gm())
             elif s.mode == "semi":
+                for _ in range(s.semi_n_gm):
+                    scalars.update(self._gm(self.labeled))
                 scalars.update(self._joint())
             else:
                 for _ in range(s.n_gm):
@@ -330,6 +361,10 @@ class Trainer:
                                  and k.endswith(("cls", "rec", "kl"))})
                 sums, count, t0 = {}, 0, time.perf_counter()
             epoch_done = epoch_sampler.position >= epoch_sampler.batches_per_epoch
+            if s.gm_refit == "epoch" and epoch_done and self.step < s.steps:
+                self.refit()
+            if s.gm_refit != "none" and self.step == s.steps:
+                self.refit()
             if self.on_epoch is not None and (epoch_done or self.step == s.steps):
                 self.on_epoch(self, epoch_before)
             if self.step % s.checkpoint_every == 0 and self.step < s.steps:
