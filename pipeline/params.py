@@ -138,7 +138,6 @@ class TrainJointParams(TrainCommon):
     rec_dec: float = Field(default=10.0, gt=0, description="L_rec weight in the decoder update")
     adv_e: float = Field(default=1.0, ge=0, description="L_E^adv weight in the Encoder^u update")
     gan_g: float = Field(default=1.0, ge=0, description="generator GAN weight; 0 turns the discriminator off")
-    cls_dec: float = Field(default=0.0, ge=0, description="decoder: L_cls of the frozen Encoder^s on prior samples")
     gan_loss: Literal["hinge", "bce"] = "hinge"
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
@@ -164,7 +163,7 @@ class FinetuneSemiParams(TrainJointParams):
     pseudo_label_threshold: float = Field(
         default=0.0, ge=0, le=1, description="unlabeled z_s with max GM posterior >= this follow that class (0: off)")
     swap_pairs: int = Field(default=400, ge=10, description="random swap pairs measured")
-    predictor_epochs: int = Field(default=8, ge=1, description="epochs of the factor predictor")
+    predictor_epochs: int = Field(default=30, ge=1, description="epochs of the factor predictor")
     grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")
 
 

@@ -7,7 +7,6 @@
     Encoder^u   L_E^adv * w.adv_e + lambda_kl L_kl + lambda_rec L_rec      (line 25)
     adv. clf.   L_C^adv                                                    (line 26)
     Decoder     L_rec * w.rec_dec + L_GD^adv * w.gan_g                     (line 27)
-                (+ w.cls_dec * L_cls of the frozen Encoder^s on the prior sample, an addition)
     Discrim.    L_D^adv on the real image, the reconstruction, a prior sample  (line 28)
 Neither encoder receives a gradient from the discriminator, the adversarial classifier none from
 L_E^adv, and the prior none at all (it is trained by the GM steps).
@@ -47,8 +46,6 @@ class LossWeights:
     rec_dec: float = 10.0  # L_rec in the decoder update
     adv_e: float = 1.0  # L_E^adv in the Encoder^u update
     gan_g: float = 1.0  # L_GD^adv in the decoder update; 0 turns the pixel discriminator off
-    cls_dec: float = 0.0  # decoder only: L_cls of Encoder^s (frozen) on the prior samples x_p' of class y
-    #                      (an addition to the paper: samples of class c must be read as c by the GM posterior)
     margin: float = 0.0  # GM-loss margin alpha
     gan_loss: Literal["hinge", "bce"] = "hinge"
     lkd_reduction: Literal["mean", "sum"] = "sum"
@@ -100,20 +97,6 @@ def _d_terms(w: LossWeights, d_real, d_rec, d_sample):
     return losses.d_loss_bce(d_real, d_rec, d_sample), losses.g_loss_bce(d_rec, d_sample)
 
 
-def gm_logits_frozen(model, x: torch.Tensor) -> torch.Tensor:
-    """GM posterior logits of Encoder^s(x) with Encoder^s frozen (detached weights, batch norm in eval mode)
-    and the prior detached: a gradient reaches x only. (B, C, H, W) -> (B, C)."""
-    enc = model.enc_s
-    state = {**{k: v.detach() for k, v in enc.named_parameters()}, **dict(enc.named_buffers())}
-    was_training = enc.training
-    enc.eval()
-    try:
-        zs = functional_call(enc, state, (x,))  # (B, zs_dim)
-    finally:
-        enc.train(was_training)
-    return losses.gm_logits(zs, model.prior.means.detach(), model.prior.logvars.detach())
-
-
 def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossWeights,
                   generator: torch.Generator | None = None,
                   pseudo_label_threshold: float = 0.0) -> dict[str, torch.Tensor]:
@@ -159,25 +142,19 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
     z_rec = torch.cat([scale_grad(zs, w.rec_s / w.rec_dec), scale_grad(zu, w.lambda_rec / w.rec_dec)], 1)
     x_rec = dec(z_rec)  # line 19
     t["rec"] = losses.rec_loss(x, x_rec, w.rec_reduction)
-    use_gan = w.gan_g > 0 and disc is not None
-    use_cls_dec = w.cls_dec > 0 and y is not None
-    if use_gan:
+    if w.gan_g > 0 and disc is not None:
         # Separate decoder calls: batch norm couples the rows of a batch, so the images the discriminator
         # judges must come from batches that hold no encoder-dependent code. x_gan equals x_rec in value.
         x_gan = dec(torch.cat([zs, zu], 1).detach())
-    if use_gan or use_cls_dec:
         zs_p = target_mu + torch.exp(0.5 * target_logvar) * randn(tuple(zs.shape), generator=generator,
                                                                    device=zs.device, dtype=zs.dtype)  # line 20
         zu_p = randn(tuple(zu.shape), generator=generator, device=zu.device, dtype=zu.dtype)
         x_p = dec(torch.cat([zs_p, zu_p], 1))  # line 21
-    if use_gan:
         # One discriminator call on [real; reconstruction; prior sample]: one power iteration.
         d_out = disc(torch.cat([x, x_gan, x_p], 0), None if y is None else torch.cat([y, y, y], 0))  # (3B,)
         d_real, d_rec, d_p = d_out.split(b)
         t["d"], t["g"] = _d_terms(w, d_real, d_rec, d_p)  # lines 22-23
         t["d_real"], t["d_rec"], t["d_sample"] = d_real.mean(), d_rec.mean(), d_p.mean()
-    if use_cls_dec:
-        t["cls_dec"] = losses.cls_loss(gm_logits_frozen(model, x_p), y)
     t["x_rec"] = x_rec
     return t
 
@@ -194,8 +171,6 @@ def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
     total = w.rec_dec * t["rec"] + w.lambda_lkd * t["lkd"] + w.lambda_kl * t["kl"]
     if "adv_e" in t:  # labeled batch
         total = total + w.adv_e * t["adv_e"] + t["adv_c"]
-    if "cls_dec" in t:
-        total = total + w.cls_dec * t["cls_dec"]
     d_grads = None
     if "d" in t:
         total = total + w.gan_g * t["g"]
@@ -207,8 +182,7 @@ def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
             p.grad = g
     names = {"rec": "loss/joint/rec", "lkd": "loss/joint/lkd", "kl": "loss/joint/kl", "adv_e": "loss/joint/adv_e",
              "adv_c": "loss/joint/adv_c", "d": "loss/joint/d", "g": "loss/joint/g", "d_real": "d/real",
-             "d_rec": "d/rec", "d_sample": "d/sample", "pseudo_fraction": "semi/pseudo_fraction",
-             "cls_dec": "loss/joint/cls_dec"}
+             "d_rec": "d/rec", "d_sample": "d/sample", "pseudo_fraction": "semi/pseudo_fraction"}
     out = {names[k]: v.detach() for k, v in t.items() if k in names}
     out["loss/joint/total"] = total.detach()
     return total, out
