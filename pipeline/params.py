@@ -314,9 +314,17 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ParamsError with a message naming each bad key."""
-    path = Path(path)
+def merge_overlay(base: dict, overlay: dict) -> dict:
+    """`overlay` deep-merged over `base` (mappings merge key by key; any other value replaces)."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = merge_overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A params mapping from a file; a top-level `base: <file>` (relative to this file) makes the file an
+    overlay: only the keys it names change, merged over the base file's values (profiles/ use this)."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -331,6 +339,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    if "base" in raw:
+        base_path = (path.parent / str(raw.pop("base"))).resolve()
+        if base_path in seen or base_path == path.resolve():
+            raise ParamsError(f"{path}: `base` refers back to {base_path} (a loop of overlays)")
+        raw = merge_overlay(_read_yaml(base_path, seen + (path.resolve(),)), raw)
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (or an overlay of it, see `_read_yaml`); raise ParamsError with a
+    message naming each bad key."""
+    path = Path(path)
+    raw = _read_yaml(path)
     try:
         return Params.model_validate(raw)
     except ValidationError as e:

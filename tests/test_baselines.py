@@ -246,10 +246,11 @@ def test_baseline_stages_and_comparison_end_to_end(tmp_path, isolated_mlflow, mo
     p["train_evaluator"] = {"epochs": 1, "batch_size": 8, "lr": 0.05, "optimizer": "sgd"}
     p["evaluate"].update({"per_class": 4, "splits": 2, "figure_classes": 2, "nuisance_factors": ["light_x"]})
     write_params(tmp_path / "params.yaml", p)
-    runs = [["train-gm"], ["train-joint"], ["train-evaluator"], ["evaluate", "--model", "models/train_joint/model.pt"]]
+    runs = [["train-gm"], ["train-joint"], ["train-evaluator"], ["evaluate", "--model", "models/train_joint/model.pt",
+                                                                  "--joint-model", "models/train_joint/model.pt"]]
     for kind in KINDS:
         runs += [["train-baseline", "--kind", kind], ["evaluate-baseline", "--kind", kind]]
-    for args in runs + [["compare"]]:
+    for args in runs + [["compare", "--ours-joint", "reports/evaluate_train_joint.json"]]:
         r = CliRunner().invoke(app, args, catch_exceptions=False)
         assert r.exit_code == 0, (args, r.output)
     for kind in KINDS:
@@ -261,7 +262,7 @@ def test_baseline_stages_and_comparison_end_to_end(tmp_path, isolated_mlflow, mo
         assert (tmp_path / f"reports/baselines/{kind}/figures/samples.png").exists()
         assert (tmp_path / f"reports/baselines/{kind}/disentanglement.csv").exists() == (kind != "cgan")
     cmp = json.loads((tmp_path / "reports/comparison.json").read_text())
-    for model in ("ours",) + KINDS:
+    for model in ("ours", "ours_train_joint") + KINDS:
         assert f"inception_score/{model}" in cmp and f"intra_class_diversity/{model}" in cmp
     assert "inpaint_psnr_mouth/cvaegan" in cmp and "inpaint_psnr_mouth/cgan" not in cmp
     assert "label_free_nuisance/cvae" in cmp and "label_free_nuisance/ours" in cmp and "label_free_identity/cgan" not in cmp
@@ -271,6 +272,6 @@ def test_baseline_stages_and_comparison_end_to_end(tmp_path, isolated_mlflow, mo
     exp = client.get_experiment_by_name("lrlivae")
     group = cmp["comparison"]
     tagged = client.search_runs([exp.experiment_id], filter_string=f"tags.comparison = '{group}'")
-    assert sorted(r.data.tags["model"] for r in tagged) == sorted(["ours", *KINDS, "all"])
+    assert sorted(r.data.tags["model"] for r in tagged) == sorted(["ours", "ours_train_joint", *KINDS, "all"])
     by_model = {r.data.tags["model"]: r for r in tagged}
     assert by_model["cvae"].data.metrics["inception_score"] == pytest.approx(cmp["inception_score/cvae"])

@@ -80,3 +80,28 @@ def test_paper_profile_is_valid_and_holds_the_authors_weights():
     assert p.model.arch == "paper_faces" and p.model.zs_dim == p.model.zu_dim == 512
     assert p.train_joint.batch_size == 96 and p.train_joint.rec_dec == 10.0 and p.train_joint.adv_e == 1.0
     assert p.train_joint.kl_reduction == "mean" and p.train_joint.lkd_reduction == "sum"
+
+
+def test_an_overlay_changes_only_its_keys_and_is_validated(tmp_path):
+    base = tiny_params()
+    write_params(tmp_path / "params.yaml", base)
+    (tmp_path / "prof").mkdir()
+    (tmp_path / "prof/over.yaml").write_text("base: ../params.yaml\nlambda_kl: 0.7\nfinetune_semi:\n  lr: 0.0002\n")
+    p = load_params(tmp_path / "prof/over.yaml")
+    full = load_params(tmp_path / "params.yaml")
+    assert p.lambda_kl == 0.7 and p.finetune_semi.lr == 0.0002
+    assert p.finetune_semi.steps == full.finetune_semi.steps and p.train_joint == full.train_joint
+    (tmp_path / "prof/bad.yaml").write_text("base: ../params.yaml\nfinetune_semi:\n  lr: -1\n")
+    with pytest.raises(ParamsError, match="finetune_semi.lr"):
+        load_params(tmp_path / "prof/bad.yaml")
+    (tmp_path / "prof/loop.yaml").write_text("base: loop.yaml\nseed: 1\n")
+    with pytest.raises(ParamsError, match="loop"):
+        load_params(tmp_path / "prof/loop.yaml")
+
+
+def test_paper_semi_profile_is_the_papers_recipe_over_params_yaml():
+    p = load_params(REPO / "profiles/paper_semi.yaml")
+    full = load_params(REPO / "params.yaml")
+    f = p.finetune_semi
+    assert (f.mix_labeled, f.semi_n_gm, f.pseudo_label_threshold, f.gm_refit) == (0.0, 0, 0.0, "none")
+    assert p.train_joint == full.train_joint and p.lambda_kl == full.lambda_kl
