@@ -72,7 +72,7 @@ def trained(tmp_path_factory):
         p = train_params()
         p["model"].update({"zs_dim": 4, "zu_dim": 4})
         p["train_gm"].update({"steps": 150, "batch_size": 16, "checkpoint_every": 1000, "log_every": 50})
-        p["train_joint"].update({"steps": int(os.environ.get("XJ", 250)), "batch_size": 16, "checkpoint_every": 1000, "log_every": 50})
+        p["train_joint"].update({"steps": 600, "batch_size": 16, "checkpoint_every": 1000, "log_every": 50})
         p["finetune_semi"].update({"steps": 150, "batch_size": 16, "checkpoint_every": 1000, "log_every": 50})
         write_params(root / "params.yaml", p)
         torch.set_num_threads(1)
