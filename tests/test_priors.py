@@ -213,7 +213,7 @@ def test_refit_prior_sets_the_ml_variance_and_optionally_the_means():
         assert torch.allclose(prior.variances[c], torch.full((4,), s * s), rtol=0.15)
     # codes tighter than the lower bound: the variance stays inside the prior's bounds
     refit_prior(prior, prior.means.detach()[y], y, means=True)
-    assert float(prior.variances.min()) >= prior_var_min(prior)
+    assert float(prior.variances.detach().min()) >= prior_var_min(prior)
     # a class without codes is left alone
     before = prior.logvar_raw.detach().clone()
     assert refit_prior(prior, zs[y < 2], y[y < 2]) == 2
