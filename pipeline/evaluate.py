@@ -153,7 +153,7 @@ def score_model(model, ev, ds: AlignedFaces, ids: list[str], cfg, seed: int, dev
     return m, table
 
 
-def _load_scored(model_path: Path, ev_meta: dict, evaluator_path: Path, device):
+def load_scored(model_path: Path, ev_meta: dict, evaluator_path: Path, device):
     model, st = load_model(model_path, device)
     ids = list(st["identities"])
     if list(ev_meta.get("identities", ids)) != ids:
@@ -172,7 +172,7 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
     device = "cpu"
     ds = AlignedFaces(data_dir)
     ev, ev_meta = load_evaluator(evaluator_path, device)
-    model, st, ids = _load_scored(model_path, ev_meta, evaluator_path, device)
+    model, st, ids = load_scored(model_path, ev_meta, evaluator_path, device)
     labels, tr, te = _test_split(ds, ids)
     x_te = np.asarray(ds.faces[te])
     figures_dir = Path(figures_dir)
@@ -186,7 +186,7 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
         m["seconds"] = time.perf_counter() - t0
         others = {}
         for name, (other_path, other_metrics) in (also or {}).items():
-            other, _, other_ids = _load_scored(other_path, ev_meta, evaluator_path, device)
+            other, _, other_ids = load_scored(other_path, ev_meta, evaluator_path, device)
             if other_ids != ids:
                 raise ValueError(f"{other_path} was trained on other identities than {model_path}")
             others[name], _ = score_model(other, ev, ds, ids, cfg, params.seed, device)

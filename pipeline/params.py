@@ -125,7 +125,6 @@ class TrainCommon(Strict):
     gm_color: float = Field(default=0.0, ge=0.0, le=0.5, description="GM steps: random light gain / warmth of each image, strength a")
     gm_refit: Literal["none", "end", "epoch"] = Field(
         default="none", description="set Sigma_c to the variance of the class's training codes: at the end, or every epoch")
-    gm_refit_means: bool = Field(default=False, description="with gm_refit: set mu_c to the class mean of the codes too")
 
 
 class TrainGMParams(TrainCommon):

@@ -161,7 +161,7 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
                              weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0),
                              semi_n_gm=getattr(cfg, "semi_n_gm", 0),
                              pseudo_label_threshold=getattr(cfg, "pseudo_label_threshold", 0.0),
-                             gm_refit=cfg.gm_refit, gm_refit_means=cfg.gm_refit_means,
+                             gm_refit=cfg.gm_refit,
                              gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip,
                              gm_color=cfg.gm_color)
     fp = {

@@ -16,7 +16,6 @@ Code statistics against the learned prior (train split):
     zs_spread_ratio_median   median over classes and dims of Var(z_s | class c) / Sigma_c
     zs_mahalanobis_sq_mean   mean squared Mahalanobis distance of a code to its own class Gaussian
                              (a code distribution that matches N(mu_c, Sigma_c) gives zs_dim)
-    zs_prior_mahalanobis_sq  the same for prior samples (zs_dim by construction), for comparison:
     zs_prior_to_code_distance  mean |z_s^p - mu_c| / mean |z_s(x) - mu_c|: >1 when samples lie further
                              from the class mean than the person's real codes
     gm_sigma_median          median of Sigma_c
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from lrlivae.data.aligned import to_uint8_images
+from lrlivae.evaluate.classifier import accuracy
 from lrlivae.train.monitor import Codes, evaluating
 
 
@@ -74,8 +74,6 @@ def code_statistics(model, codes_train: Codes, y_train: np.ndarray, seed: int = 
 def class_accuracy_decomposition(model, evaluator, codes_test: Codes, y_test: np.ndarray,
                                  seed: int = 0) -> dict[str, float]:
     """Evaluator accuracy of the four decodings in the module docstring, on the test codes."""
-    from lrlivae.evaluate.classifier import accuracy
-
     g = torch.Generator().manual_seed(seed)
     n, zu_dim = codes_test.mu.shape
     zu_prior = torch.randn(n, zu_dim, generator=g).numpy()

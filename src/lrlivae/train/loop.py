@@ -59,7 +59,6 @@ class TrainSettings:
     #                        this follows N(mu_c, Sigma_c) of that class instead of the ambiguous Gaussian (0: off)
     gm_refit: Literal["none", "end", "epoch"] = "none"  # set Sigma_c to the variance of the class's training
     #                        codes (priors.refit_prior) at the end of the stage, or at every epoch end too
-    gm_refit_means: bool = False  # refit mu_c to the class mean of the codes as well
     weights: LossWeights = field(default_factory=LossWeights)
 
 
@@ -268,20 +267,14 @@ class Trainer:
     def refit(self) -> int:
         """priors.refit_prior on the codes of the labeled training rows (eval mode; every rank computes the
         same codes from averaged batch-norm statistics, then rank 0's prior is broadcast)."""
-        from lrlivae.data.aligned import to_float_tensor
         from lrlivae.priors import refit_prior
+        from lrlivae.train.monitor import encode_rows
 
         faces, rows, labels = self.refit_source
         ddp.average_buffers(self.model, self.dist.world)
         rows = np.sort(np.asarray(rows))
-        was_training = self.model.training
-        self.model.eval()
-        zs = []
-        with torch.no_grad():
-            for i in range(0, len(rows), 256):
-                zs.append(self.model.enc_s(to_float_tensor(np.asarray(faces[rows[i : i + 256]])).to(self.device)).float())
-        self.model.train(was_training)
-        n = refit_prior(self.model.prior, torch.cat(zs), labels[rows].to(self.device), means=self.s.gm_refit_means)
+        zs = torch.as_tensor(encode_rows(self.model, faces, rows, self.device).zs)  # (N, zs_dim), eval mode
+        n = refit_prior(self.model.prior, zs, labels[rows])
         ddp.broadcast_state(self.model.prior)
         return n
 

@@ -121,7 +121,7 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
         target_mu, target_logvar = mu_t.detach().expand_as(zs), var_t.detach().log().expand_as(zs)
         if pseudo_label_threshold > 0:
             with torch.no_grad():
-                post = torch.softmax(losses.gm_logits(zs.detach(), means, logvars), dim=1)  # (B, C)
+                post = torch.softmax(prior.posterior_logits(zs.detach()), dim=1)  # (B, C), q(c | z_s)
                 conf, c_hat = post.max(dim=1)
                 known = (conf >= pseudo_label_threshold)[:, None]  # (B, 1)
             target_mu = torch.where(known, means[c_hat], target_mu)
