@@ -138,6 +138,10 @@ class TrainJointParams(TrainCommon):
     adv_e: float = Field(default=1.0, ge=0, description="L_E^adv weight in the Encoder^u update")
     gan_g: float = Field(default=1.0, ge=0, description="generator GAN weight; 0 turns the discriminator off")
     gan_loss: Literal["hinge", "bce"] = "hinge"
+    adv_input: Literal["sample", "mean"] = Field(
+        default="sample", description="the adversarial classifier reads the sampled z_u or its mean")
+    gan_fake_weight: float = Field(default=1.0, gt=0, le=1,
+                                   description="weight of the reconstruction and sample terms in the D loss")
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
 

@@ -47,7 +47,7 @@ def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig
 
 def loss_weights(params: Params, cfg: TrainCommon) -> LossWeights:
     extra = {}
-    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "kl_reduction", "rec_reduction"):
+    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "gan_fake_weight", "adv_input", "kl_reduction", "rec_reduction"):
         if hasattr(cfg, k):
             extra[k] = getattr(cfg, k)
     return LossWeights(lambda_lkd=params.lambda_lkd, lambda_kl=params.lambda_kl, lambda_rec=params.lambda_rec,

@@ -181,3 +181,16 @@ def test_bce_losses_match_log_sigmoid_and_are_stable():
     assert torch.isfinite(L.d_loss_bce(big, big, big)) and torch.isfinite(L.g_loss_bce(big, big))
     torch.testing.assert_close(L.d_loss_bce(torch.tensor([-200.0]), torch.tensor([200.0]), None),
                                torch.tensor(400.0))
+
+
+@pytest.mark.parametrize("loss", [L.d_loss_hinge, L.d_loss_bce])
+def test_d_loss_fake_weight_balances_real_against_the_two_fakes(loss):
+    # A discriminator that cannot tell images apart outputs one value v for all of them. With the three-term
+    # loss (fake_weight 1) the fakes outweigh the real images two to one, so v is pushed down (hinge: to -1,
+    # where every fake term has zero gradient and the real term alone moves D); with fake_weight 0.5 the
+    # real images weigh as much as the fakes together and v = 0 is a stationary point.
+    v = torch.zeros(8, requires_grad=True)
+    for fake_weight, expected_sign in ((1.0, 1.0), (0.5, 0.0)):
+        (g,) = torch.autograd.grad(loss(v, v, v, fake_weight=fake_weight), v)
+        assert torch.sign(g.sum()).item() == expected_sign, (fake_weight, g.sum())
+    assert torch.allclose(loss(v, v, v), loss(v, v, v, fake_weight=1.0))

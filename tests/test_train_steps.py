@@ -244,3 +244,20 @@ def test_gm_color_scales_each_images_light_within_its_range(tmp_path):
     assert 0.8 - 1e-5 <= float(b.min()) and float(b.max()) <= 1.2 + 1e-5 and float(b.std()) > 0.08
     assert float(t_.abs().max()) <= 0.2 + 1e-4 and float(t_.std()) > 0.08
     assert float(t._color(torch.ones(4, 3, 2, 2)).max()) <= 1.0  # clipped to the pixel range
+
+
+def test_adversary_reads_the_mean_of_z_u_when_asked():
+    torch.manual_seed(3)
+    cfg = tiny_cfg()
+    model = build_model(cfg)
+    x = torch.rand(6, 3, 32, 32) * 2 - 1
+    y = torch.arange(6) % C
+    mean_w = LossWeights(gan_g=0.0, adv_input="mean")
+    # reading mu_u, the adversary's losses do not depend on the sampling noise; reading z_u they do
+    a = joint_forward(model, None, x, y, mean_w, torch.Generator().manual_seed(1))
+    b = joint_forward(model, None, x, y, mean_w, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a["adv_c"], b["adv_c"])
+    torch.testing.assert_close(a["adv_c"], losses.adv_classifier_loss(model.adv(model.enc_u(x)[0]), y))
+    s1 = joint_forward(model, None, x, y, LossWeights(gan_g=0.0), torch.Generator().manual_seed(1))
+    s2 = joint_forward(model, None, x, y, LossWeights(gan_g=0.0), torch.Generator().manual_seed(2))
+    assert not torch.allclose(s1["adv_c"], s2["adv_c"])

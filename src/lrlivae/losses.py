@@ -171,11 +171,17 @@ def _mean_or_zero(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
     return t.mean() if t is not None else ref.new_zeros(())
 
 
-def d_loss_hinge(d_real: torch.Tensor, d_rec: torch.Tensor | None, d_sample: torch.Tensor | None) -> torch.Tensor:
-    """Hinge D loss: mean relu(1 - D(x)) + mean relu(1 + D(x_f')) + mean relu(1 + D(x_p'))."""
+def d_loss_hinge(d_real: torch.Tensor, d_rec: torch.Tensor | None, d_sample: torch.Tensor | None,
+                 fake_weight: float = 1.0) -> torch.Tensor:
+    """Hinge D loss: mean relu(1 - D(x)) + fake_weight * (mean relu(1 + D(x_f')) + mean relu(1 + D(x_p'))).
+
+    fake_weight 1 is the three-term loss the authors ran; 0.5 weighs the real images as much as the two
+    kinds of fake together (with weight 1, a D that cannot tell them apart is pulled to D = -1 everywhere).
+    """
     fake_rec = F.relu(1.0 + d_rec) if d_rec is not None else None
     fake_sample = F.relu(1.0 + d_sample) if d_sample is not None else None
-    return F.relu(1.0 - d_real).mean() + _mean_or_zero(fake_rec, d_real) + _mean_or_zero(fake_sample, d_real)
+    fake = _mean_or_zero(fake_rec, d_real) + _mean_or_zero(fake_sample, d_real)
+    return F.relu(1.0 - d_real).mean() + fake_weight * fake
 
 
 def g_loss_hinge(d_rec: torch.Tensor | None, d_sample: torch.Tensor | None) -> torch.Tensor:
@@ -186,7 +192,8 @@ def g_loss_hinge(d_rec: torch.Tensor | None, d_sample: torch.Tensor | None) -> t
     return -_mean_or_zero(d_rec, ref) - _mean_or_zero(d_sample, ref)
 
 
-def d_loss_bce(d_real: torch.Tensor, d_rec: torch.Tensor | None, d_sample: torch.Tensor | None) -> torch.Tensor:
+def d_loss_bce(d_real: torch.Tensor, d_rec: torch.Tensor | None, d_sample: torch.Tensor | None,
+               fake_weight: float = 1.0) -> torch.Tensor:
     """Eq. 10 / Algorithm 1 line 22 with D = sigmoid(logit), via softplus (stable for any logit):
 
         -log D(x) - log(1 - D(x_f')) - log(1 - D(x_p'))
@@ -194,7 +201,8 @@ def d_loss_bce(d_real: torch.Tensor, d_rec: torch.Tensor | None, d_sample: torch
     """
     fake_rec = F.softplus(d_rec) if d_rec is not None else None
     fake_sample = F.softplus(d_sample) if d_sample is not None else None
-    return F.softplus(-d_real).mean() + _mean_or_zero(fake_rec, d_real) + _mean_or_zero(fake_sample, d_real)
+    fake = _mean_or_zero(fake_rec, d_real) + _mean_or_zero(fake_sample, d_real)
+    return F.softplus(-d_real).mean() + fake_weight * fake
 
 
 def g_loss_bce(d_rec: torch.Tensor | None, d_sample: torch.Tensor | None) -> torch.Tensor:

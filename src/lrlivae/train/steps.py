@@ -48,6 +48,8 @@ class LossWeights:
     gan_g: float = 1.0  # L_GD^adv in the decoder update; 0 turns the pixel discriminator off
     margin: float = 0.0  # GM-loss margin alpha
     gan_loss: Literal["hinge", "bce"] = "hinge"
+    adv_input: Literal["sample", "mean"] = "sample"  # the adversarial classifier reads z_u or its mean mu_u
+    gan_fake_weight: float = 1.0  # weight of the two fake terms in the D loss (1: the authors' three terms)
     lkd_reduction: Literal["mean", "sum"] = "sum"
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
@@ -93,8 +95,9 @@ def gm_step(model, opt_gm: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tens
 
 def _d_terms(w: LossWeights, d_real, d_rec, d_sample):
     if w.gan_loss == "hinge":
-        return losses.d_loss_hinge(d_real, d_rec, d_sample), losses.g_loss_hinge(d_rec, d_sample)
-    return losses.d_loss_bce(d_real, d_rec, d_sample), losses.g_loss_bce(d_rec, d_sample)
+        return (losses.d_loss_hinge(d_real, d_rec, d_sample, w.gan_fake_weight),
+                losses.g_loss_hinge(d_rec, d_sample))
+    return losses.d_loss_bce(d_real, d_rec, d_sample, w.gan_fake_weight), losses.g_loss_bce(d_rec, d_sample)
 
 
 def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossWeights,
@@ -132,9 +135,10 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
     t["lkd"] = losses.lkd_loss(zs, target_mu, target_logvar, w.lkd_reduction)  # line 18
     t["kl"] = losses.kl_loss(mu, logvar, w.kl_reduction)  # line 12
     if y is not None:
+        z_adv = zu if w.adv_input == "sample" else mu  # (B, zu_dim)
         frozen_adv = {k: v.detach() for k, v in model.adv.named_parameters()}
-        t["adv_e"] = losses.adv_encoder_loss(functional_call(model.adv, frozen_adv, (zu,)))  # line 15
-        t["adv_c"] = losses.adv_classifier_loss(model.adv(zu.detach()), y)  # line 16
+        t["adv_e"] = losses.adv_encoder_loss(functional_call(model.adv, frozen_adv, (z_adv,)))  # line 15
+        t["adv_c"] = losses.adv_classifier_loss(model.adv(z_adv.detach()), y)  # line 16
 
     b = x.shape[0]
     zs_dim = zs.shape[1]
