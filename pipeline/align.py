@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from lrlivae.progress import progress
 
 from lrlivae.data.aligned import FACES, INDEX, REJECTS, AlignedWriter
 from lrlivae.data.records import FaceRecord, Reject
@@ -70,13 +70,14 @@ def align_records(records: list[FaceRecord], cfg: AlignParams, desc: str = "alig
     worker_cfg = cfg.model_dump(mode="json")
     if cfg.workers <= 1 or len(records) < 2:
         _init_worker(worker_cfg)
-        for r in tqdm(records, desc=desc, unit="img", mininterval=1.0):
+        for r in progress(records, desc=desc, unit="img", mininterval=1.0):
             yield _process(r)
         return
     ctx = get_context("spawn") if cfg.detector == "face_alignment" or cfg.landmarks == "face_alignment" else get_context()
     chunk = max(1, min(32, len(records) // (cfg.workers * 8) or 1))
     with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(worker_cfg,)) as pool:
-        for result in tqdm(pool.imap(_process, records, chunksize=chunk), total=len(records), desc=desc, unit="img", mininterval=1.0):
+        for result in progress(pool.imap(_process, records, chunksize=chunk), total=len(records), desc=desc, unit="img",
+                               mininterval=1.0):
             yield result
 
 

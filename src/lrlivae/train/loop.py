@@ -316,10 +316,10 @@ class Trainer:
         if resumed and self.dist.is_main:
             print(f"resuming from {self.checkpoint_path} at step {self.step}/{s.steps}", flush=True)
         epoch_sampler = self.gm_sampler if s.mode == "gm" else self.joint_sampler
-        from tqdm import tqdm
+        from lrlivae.progress import progress
 
-        bar = tqdm(total=s.steps, initial=self.step, desc=s.mode, unit="it", disable=not self.dist.is_main,
-                   mininterval=2.0)
+        bar = progress(total=s.steps, initial=self.step, desc=s.mode, unit="it", disable=not self.dist.is_main,
+                       mininterval=2.0)
         sums: dict[str, float] = {}
         count, t0 = 0, time.perf_counter()
         while self.step < s.steps:

@@ -67,9 +67,9 @@ def _run_tasks(tasks: list[tuple], workers: int, desc: str | None) -> list[dict]
     named `desc` (none when None). Returns the metadata rows."""
     bar = None
     if desc is not None:
-        from tqdm import tqdm
+        from lrlivae.progress import progress as progress_bar
 
-        bar = tqdm(total=len(tasks), desc=desc, unit="img")
+        bar = progress_bar(total=len(tasks), desc=desc, unit="img")
     rows: list[dict] = []
     if workers <= 1:
         prev = cv2.getNumThreads()
