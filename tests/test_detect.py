@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lrlivae.data.records import FaceRecord
+from lrlivae.records import FaceRecord
 from lrlivae.faces import detect as detect_mod
 from lrlivae.faces.detect import (
     FAN_FILE,

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import lrlivae
-from lrlivae.data.imageio import BadImage, read_image, read_rgb, sha256_file
+from lrlivae.imageio import BadImage, read_image, read_rgb, sha256_file
 
 
 def _save(path, image: Image.Image, fmt: str, **kw):
@@ -268,7 +268,7 @@ def test_huge_jpeg_is_decoded_reduced_without_blowing_memory(tmp_path):
     # A forked child can inherit the parent's peak, so reset the high-water mark first (Linux), then read it.
     code = (
         "import sys\n"
-        "from lrlivae.data.imageio import read_image\n"
+        "from lrlivae.imageio import read_image\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "img = read_image(sys.argv[1], max_pixels=8_000_000)\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"

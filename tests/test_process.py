@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrlivae.data.records import FaceRecord, Reject
+from lrlivae.records import FaceRecord, Reject
 from lrlivae.faces.align import TEMPLATE_64, transform_points
 from lrlivae.faces.detect import Detection, make_detector
 from lrlivae.faces.landmarks import make_landmarker

@@ -15,7 +15,7 @@ from lrlivae.data.casia import read_casia
 from lrlivae.data.cifar import read_cifar
 from lrlivae.data.facescrub import facescrub_image_stem, read_facescrub
 from lrlivae.data.imagefolder import read_imagefolder
-from lrlivae.data.records import FaceRecord, Reject, SourceListing
+from lrlivae.records import FaceRecord, Reject, SourceListing
 from lrlivae.data.sources import SOURCE_KINDS, list_source
 
 HEADER = "name\timage_id\tface_id\turl\tbbox\tsha256"

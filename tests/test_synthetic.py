@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lrlivae.data import synthetic as S
-from lrlivae.data.records import FaceRecord, SourceListing
+from lrlivae.records import FaceRecord, SourceListing
 
 LM_COLS = [f"lm_{i}_{c}" for i in range(5) for c in ("x", "y")]
 BOX_COLS = ["box_x0", "box_y0", "box_x1", "box_y1"]

@@ -87,6 +87,10 @@ class GMLossTerms(NamedTuple):
     cls: torch.Tensor  # L_cls, scalar
     lkd: torch.Tensor  # L_lkd, scalar
 
+    def total(self, lambda_lkd: float) -> torch.Tensor:
+        """L_GM = L_cls + lambda_lkd * L_lkd (Eq. 9)."""
+        return self.cls + lambda_lkd * self.lkd
+
 
 def gm_loss_terms(
     z: torch.Tensor,
@@ -111,8 +115,7 @@ def gm_loss(
     lkd_reduction: Reduction = "sum",
 ) -> torch.Tensor:
     """L_GM = L_cls + lambda_lkd * L_lkd (Eq. 9; Algorithm 1 line 5), with optional margin alpha."""
-    terms = gm_loss_terms(z, y, means, logvars, alpha=alpha, lkd_reduction=lkd_reduction)
-    return terms.cls + lambda_lkd * terms.lkd
+    return gm_loss_terms(z, y, means, logvars, alpha=alpha, lkd_reduction=lkd_reduction).total(lambda_lkd)
 
 
 # --------------------------------------------------------------------------- label-irrelevant branch

@@ -15,7 +15,7 @@ import torch
 
 from lrlivae.data.aligned import to_float_tensor, to_uint8_images
 from lrlivae.io import image_grid
-from lrlivae.train.monitor import evaluating
+from lrlivae.encode import evaluating
 
 
 def _label_tensor(labels: np.ndarray, device) -> torch.Tensor:

@@ -10,7 +10,7 @@ import dataclasses
 import os
 
 from lrlivae.data.imagefolder import drop_identity_labels, read_imagefolder, select_identities
-from lrlivae.data.records import SourceListing
+from lrlivae.records import SourceListing
 
 
 def read_casia(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lrlivae.data.records import FaceRecord, Reject, SourceListing
+from lrlivae.records import FaceRecord, Reject, SourceListing
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"

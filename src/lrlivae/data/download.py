@@ -13,7 +13,7 @@ failures (connection errors and resets, timeouts, bodies cut short, HTTP 5xx, 40
 `retries` times after backoff x 2^k seconds (longer when a 429/503 says Retry-After); permanent ones
 are not: other HTTP statuses, a text/html (or other non-image) content type, a body over `max_bytes`
 (by Content-Length or while streaming), a sha256 different from the list's, a body that does not
-decode as an image (`lrlivae.data.imageio.read_image`). A host whose last `host_give_up` (HOST_GIVE_UP)
+decode as an image (`lrlivae.imageio.read_image`). A host whose last `host_give_up` (HOST_GIVE_UP)
 connection attempts all failed is given up for the rest of the run.
 
 A body is streamed to a hidden temporary file (".<base>.<random>.part") in its final folder, hashed on
@@ -47,7 +47,7 @@ from typing import Sequence
 from urllib.parse import quote, urljoin, urlsplit
 
 from lrlivae.data.facescrub import IMAGE_EXTENSIONS, facescrub_folder_name, facescrub_image_stem, read_facescrub_rows
-from lrlivae.data.imageio import BadImage, read_image, sha256_file
+from lrlivae.imageio import BadImage, read_image, sha256_file
 from lrlivae.io import atomic_write_bytes
 
 MANIFEST = "manifest.csv"

@@ -28,7 +28,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
-from lrlivae.data.records import FaceRecord, Reject, SourceListing
+from lrlivae.records import FaceRecord, Reject, SourceListing
 
 LIST_FILES = ("facescrub_actors.txt", "facescrub_actresses.txt")
 COLUMNS = ("name", "image_id", "face_id", "url", "bbox", "sha256")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrlivae.data.records import FaceRecord, SourceListing
+from lrlivae.records import FaceRecord, SourceListing
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}

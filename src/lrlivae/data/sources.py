@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lrlivae.data.records import SourceListing
+from lrlivae.records import SourceListing
 
 SOURCE_KINDS = ("synthetic", "facescrub", "casia", "imagefolder", "cifar10", "cifar100")
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lrlivae.data.aligned import to_float_tensor
-from lrlivae.train.monitor import evaluating
+from lrlivae.encode import evaluating
 
 FORMAT = "lrlivae-evaluator"
 

@@ -30,7 +30,7 @@ import torch
 
 from lrlivae.data.aligned import to_uint8_images
 from lrlivae.evaluate.classifier import accuracy
-from lrlivae.train.monitor import Codes, evaluating
+from lrlivae.encode import Codes, evaluating
 
 
 def _decode_u8(model, zs: np.ndarray, zu: np.ndarray, batch: int = 256) -> np.ndarray:

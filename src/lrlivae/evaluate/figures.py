@@ -22,7 +22,7 @@ import torch
 from lrlivae.data.aligned import to_float_tensor, to_uint8_images
 from lrlivae.evaluate.inpaint import inpaint, make_mask
 from lrlivae.io import image_grid
-from lrlivae.train.monitor import evaluating
+from lrlivae.encode import evaluating
 
 
 def _gen(model, seed: int) -> torch.Generator:

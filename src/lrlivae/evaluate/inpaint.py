@@ -34,7 +34,7 @@ import torch
 
 from lrlivae.data.aligned import to_uint8_images
 from lrlivae.faces.align import template
-from lrlivae.train.monitor import evaluating
+from lrlivae.encode import evaluating
 
 MASKS = ("right_half", "eyes", "nose", "mouth", "bottom_half")
 

@@ -19,7 +19,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from lrlivae.train.monitor import probe_accuracy, probe_r2
+from lrlivae.encode import probe_accuracy, probe_r2
 
 KINDS = ("continuous", "discrete")
 

@@ -13,7 +13,7 @@ import torch
 
 from lrlivae.data.aligned import to_float_tensor, to_uint8_images
 from lrlivae.io import image_grid
-from lrlivae.train.monitor import evaluating
+from lrlivae.encode import evaluating
 
 
 def swap_images(model, faces, rows_s: np.ndarray, rows_u: np.ndarray, device="cpu", batch: int = 256) -> np.ndarray:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lrlivae.data.imageio import DEFAULT_MAX_PIXELS, BadImage, read_image, sha256_file
-from lrlivae.data.records import FaceRecord, Reject
+from lrlivae.imageio import DEFAULT_MAX_PIXELS, BadImage, read_image, sha256_file
+from lrlivae.records import FaceRecord, Reject
 from lrlivae.faces.align import align_box, align_landmarks
 from lrlivae.faces.detect import Detector, pick_face
 from lrlivae.faces.landmarks import Landmarker, LandmarksOutsideDetection

@@ -3,50 +3,13 @@ probes on the codes, and sample / reconstruction grids. Everything runs in eval 
 and restores the model's mode afterwards; fixed seeds make grids comparable across epochs."""
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from lrlivae import losses
 from lrlivae.data.aligned import to_float_tensor, to_uint8_images
+from lrlivae.encode import Codes, encode_rows, evaluating, probe_accuracy, probe_r2  # noqa: F401  (re-exported)
 from lrlivae.io import image_grid
-
-
-@contextlib.contextmanager
-def evaluating(*modules):
-    modes = [m.training for m in modules]
-    try:
-        for m in modules:
-            m.eval()
-        with torch.no_grad():
-            yield
-    finally:
-        for m, mode in zip(modules, modes):
-            m.train(mode)
-
-
-@dataclass
-class Codes:
-    zs: np.ndarray  # (N, zs_dim)
-    mu: np.ndarray  # (N, zu_dim)
-    logvar: np.ndarray  # (N, zu_dim)
-
-
-def encode_rows(model, faces, rows: np.ndarray, device="cpu", batch: int = 256) -> Codes:
-    """z_s and q(z_u | x) parameters of faces[rows], in eval mode."""
-    zs, mu, lv = [], [], []
-    rows = np.sort(np.asarray(rows))
-    with evaluating(model):
-        for i in range(0, len(rows), batch):
-            x = to_float_tensor(np.asarray(faces[rows[i : i + batch]])).to(device)
-            enc = model.encode(x)
-            zs.append(enc.zs.float().cpu())
-            mu.append(enc.mu.float().cpu())
-            lv.append(enc.logvar.float().cpu())
-    cat = lambda a: torch.cat(a).numpy() if a else np.zeros((0, 0), np.float32)  # noqa: E731
-    return Codes(cat(zs), cat(mu), cat(lv))
 
 
 def gm_accuracy(model, zs: np.ndarray, labels: np.ndarray) -> float:
@@ -78,29 +41,6 @@ def reconstruction_mse(model, faces, rows: np.ndarray, device="cpu", batch: int 
             err += float(((rec - x) ** 2).mean(dim=(1, 2, 3)).sum())
             n += len(x)
     return err / max(1, n)
-
-
-def probe_accuracy(z_train, y_train, z_test, y_test, max_iter: int = 2000) -> float:
-    """Test accuracy of a logistic-regression probe fitted on train codes (standardised)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0))
-    clf.fit(z_train, y_train)
-    return float(clf.score(z_test, y_test))
-
-
-def probe_r2(z_train, f_train, z_test, f_test) -> float:
-    """Test R^2 of a ridge probe from codes to one continuous factor (clipped below at 0)."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    reg = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-    reg.fit(z_train, f_train)
-    return max(0.0, float(r2_score(f_test, reg.predict(z_test))))
 
 
 def sample_grid(model, classes: list[int], per_class: int, seed: int = 0, zu: torch.Tensor | None = None) -> np.ndarray:

@@ -84,7 +84,7 @@ def gm_step(model, opt_gm: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tens
     zs = model.enc_s(x)  # (B, zs_dim)
     terms = losses.gm_loss_terms(zs, y, model.prior.means, model.prior.logvars, alpha=w.margin,
                                  lkd_reduction=w.lkd_reduction)
-    total = terms.cls + w.lambda_lkd * terms.lkd
+    total = terms.total(w.lambda_lkd)  # Eq. 9, as losses.gm_loss computes it
     opt_gm.zero_grad(set_to_none=True)
     total.backward()
     with torch.no_grad():

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from lrlivae.data.records import FaceRecord, Reject, SourceListing
+from lrlivae.records import FaceRecord, Reject, SourceListing
 from lrlivae.data.synthetic.factors import IDENTITY_FACTORS, NUISANCE_FACTORS
 from lrlivae.data.synthetic.identity import sample_identities, set_code
 from lrlivae.data.synthetic.nuisance import sample_nuisance
