@@ -18,7 +18,7 @@ import pandas as pd
 from lrlivae.progress import progress
 
 from lrlivae.data.aligned import FACES, INDEX, REJECTS, AlignedWriter
-from lrlivae.data.records import FaceRecord, Reject
+from lrlivae.records import FaceRecord, Reject
 from lrlivae.io import atomic_write_json, image_grid, replace_dir, save_png, temp_dir_beside
 from pipeline.params import AlignParams, AlignSource, Params
 from pipeline.tracking import stage_run
