@@ -53,7 +53,7 @@ def baseline_config(params: Params, kind: str, image_size: int, n_classes: int) 
 
 
 def baseline_weights(params: Params, kind: str) -> BaselineWeights:
-    return BaselineWeights(**getattr(params.baselines, kind).model_dump(exclude={"steps"}))
+    return BaselineWeights.for_kind(kind, **getattr(params.baselines, kind).model_dump(exclude={"steps"}))
 
 
 def load_baseline(path: Path, device="cpu"):

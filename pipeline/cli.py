@@ -297,6 +297,22 @@ def fetch_facescrub(
         _fail(e)
 
 
+@app.command("show-params")
+def show_params_cmd(
+    params: Path = PARAMS_OPT,
+    profile: Optional[str] = typer.Option(None, help="a profile: profiles/<name>.yaml or a path (an overlay of params.yaml)"),
+    section: Optional[str] = typer.Argument(None, help="print only this section (e.g. train_joint)"),
+) -> None:
+    """Print every setting as the stages see it: the code's defaults, params.yaml and a profile merged."""
+    from pipeline.params import profile_path, show_params
+
+    try:
+        typer.echo(show_params(profile_path(profile) if profile else params, section), nl=False)
+    except ParamsError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

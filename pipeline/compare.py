@@ -148,7 +148,7 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
     real = lambda k: _fmt(ours, k)  # noqa: E731  real-image ceilings (the same test split for every model)
     lines = ["# Comparison with the label-conditioned baselines", "",
              "Every model is scored by the same evaluator on the same test split with the same protocol "
-             "(README: Evaluation). Baselines generate class c from z ~ N(0, I) concatenated with onehot(c); "
+             "(docs/guide.md: Evaluation). Baselines generate class c from z ~ N(0, I) concatenated with onehot(c); "
              "ours from z_s ~ N(mu_c, Sigma_c) and z_u ~ N(0, I).", "",
              f"MLflow: runs tagged `comparison = {cid}`; in the UI filter `tags.comparison = \"{cid}\"`, select "
              "the runs and press Compare.", "",

@@ -33,8 +33,11 @@ MEASURES = ("std_ratio_y", "std_ratio_x", "swd")
 
 
 def toy_config(p: Params) -> ToyConfig:
+    """The toy's config: its own section, and the paper's loss weights from the top level of params.yaml
+    like every other stage (so `dvc exp run -S lambda_lkd=X` reaches it too)."""
     fields = ToyConfig.__dataclass_fields__
     cfg = {k: v for k, v in p.toy.model_dump().items() if k in fields}
+    cfg.update(lambda_lkd=p.lambda_lkd, lambda_kl=p.lambda_kl, lambda_rec=p.lambda_rec)
     return ToyConfig(**{**cfg, "hidden": tuple(cfg["hidden"])})
 
 

@@ -78,7 +78,7 @@ def _factor_columns(index) -> list[str]:
 
 
 def quality_metrics(model, ds: AlignedFaces, identities: list[str], device, mode: str) -> dict:
-    """The stage's measured figures on the held-out splits (see README: Training)."""
+    """The stage's measured figures on the held-out splits (see docs/guide.md: Training)."""
     labels = ds.labels(identities)
     tr, va, te = (ds.split_indices(s) for s in ("train", "val", "test"))
     tr, va, te = (r[labels[r] >= 0] for r in (tr, va, te))

@@ -10,21 +10,30 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def set_param(p: dict, key: str, value) -> dict:
+    """p[a][b][c] = value for key "a.b.c", creating the sections params.yaml leaves out."""
+    node = p
+    *parents, last = key.split(".")
+    for k in parents:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[last] = value
+    return p
+
+
 def tiny_params(**overrides) -> dict:
     """The real params.yaml, shrunk so every stage runs in seconds on CPU."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["synth"]["labeled"] = {"n_identities": 4, "images_per_identity": 8}
-    p["synth"]["unlabeled"] = {"n_identities": 2, "images_per_identity": 8}  # >= one batch of 8 train rows
-    p["synth"]["workers"] = 1
-    p["align"]["workers"] = 1
-    p["toy"].update({"seeds": [0], "n_per_class": 32, "epochs": 2, "batch_size": 16, "eval_per_class": 40,
-                     "swd_projections": 16, "figure_epochs": [1, 2], "figure_per_class": 20})
+    set_param(p, "synth.labeled", {"n_identities": 4, "images_per_identity": 8})
+    set_param(p, "synth.unlabeled", {"n_identities": 2, "images_per_identity": 8})  # >= one batch of 8 train rows
+    set_param(p, "synth.workers", 1)
+    set_param(p, "align.workers", 1)
+    for k, v in {"seeds": [0], "n_per_class": 32, "epochs": 2, "batch_size": 16, "eval_per_class": 40,
+                 "swd_projections": 16, "figure_epochs": [1, 2], "figure_per_class": 20}.items():
+        set_param(p, f"toy.{k}", v)
     for key, value in overrides.items():
-        node = p
-        *parents, last = key.split(".")
-        for k in parents:
-            node = node[k]
-        node[last] = value
+        set_param(p, key, value)
     return p
 
 

@@ -15,7 +15,8 @@ SRC = REPO / "src"
 
 # Modules every command imports that do not change what a stage computes: the command line and params
 # parsing, MLflow logging, progress output, the package docstring.
-NEUTRAL = {"pipeline/__init__.py", "pipeline/cli.py", "pipeline/params.py", "pipeline/tracking.py",
+NEUTRAL = {"pipeline/__init__.py", "pipeline/cli.py", "pipeline/params.py", "pipeline/schema.py",
+           "pipeline/schema_eval.py", "pipeline/tracking.py",
            "src/lrlivae/__init__.py", "src/lrlivae/progress.py"}
 
 

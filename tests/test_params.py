@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.params import ParamsError, load_params
-from tests.conftest import REPO, tiny_params, write_params
+from tests.conftest import REPO, set_param, tiny_params, write_params
 
 
 def test_repository_params_load():
@@ -28,12 +28,7 @@ def test_repository_params_load():
     ],
 )
 def test_bad_value_names_the_key(tmp_path, key, value, expect):
-    p = tiny_params()
-    node = p
-    *parents, last = key.split(".")
-    for k in parents:
-        node = node[k]
-    node[last] = value
+    p = set_param(tiny_params(), key, value)
     path = write_params(tmp_path / "params.yaml", p)
     with pytest.raises(ParamsError) as e:
         load_params(path)

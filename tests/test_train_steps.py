@@ -12,6 +12,7 @@ import torch
 from lrlivae import losses
 from lrlivae.nn.config import ModelConfig
 from lrlivae.nn.model import build_discriminator, build_model
+from lrlivae.train import augment
 from lrlivae.train.checkpoint import load_checkpoint
 from lrlivae.train.loop import NonFiniteLoss, Trainer, TrainSettings
 from lrlivae.train.steps import LossWeights, joint_forward, joint_step
@@ -206,9 +207,9 @@ def test_gm_shift_translates_the_batch(tmp_path):
     faces, labels = tiny_data()
     t = _trainer(tmp_path, faces, labels, steps=1, mode="gm")
     x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
-    assert torch.equal(t._shift(x), x)  # gm_shift = 0: unchanged
+    assert torch.equal(augment.shift(x, t.s.gm_shift, t.generator), x)  # gm_shift = 0: unchanged
     t.s.gm_shift = 3
-    y = t._shift(x)
+    y = augment.shift(x, t.s.gm_shift, t.generator)
     assert y.shape == x.shape
     dy, dx = [(i, j) for i in range(-3, 4) for j in range(-3, 4)
               if torch.equal(y[:, :, 4:28, 4:28], x[:, :, 4 + i : 28 + i, 4 + j : 28 + j])][0]
@@ -219,9 +220,9 @@ def test_gm_flip_mirrors_about_half_the_images(tmp_path):
     faces, labels = tiny_data()
     t = _trainer(tmp_path, faces, labels, steps=1, mode="gm")
     x = torch.randn(200, 3, 8, 8)
-    assert torch.equal(t._flip(x), x)  # gm_flip off: unchanged
+    assert torch.equal(augment.flip(x, t.s.gm_flip, t.generator), x)  # gm_flip off: unchanged
     t.s.gm_flip = True
-    y = t._flip(x)
+    y = augment.flip(x, t.s.gm_flip, t.generator)
     mirrored = torch.tensor([torch.equal(y[i], x[i].flip(-1)) for i in range(len(x))])
     kept = torch.tensor([torch.equal(y[i], x[i]) for i in range(len(x))])
     assert bool((mirrored | kept).all())  # every image is either itself or its mirror
@@ -232,9 +233,9 @@ def test_gm_color_scales_each_images_light_within_its_range(tmp_path):
     faces, labels = tiny_data()
     t = _trainer(tmp_path, faces, labels, steps=1, mode="gm")
     x = torch.rand(300, 3, 8, 8) * 1.2 - 0.9  # pixels in [-0.9, 0.3]: no clipping at gain <= 1.44
-    assert torch.equal(t._color(x), x)  # gm_color 0: unchanged
+    assert torch.equal(augment.color(x, t.s.gm_color, t.generator), x)  # gm_color 0: unchanged
     t.s.gm_color = 0.2
-    y = t._color(x)
+    y = augment.color(x, t.s.gm_color, t.generator)
     gain = ((y + 1) / (x + 1)).flatten(2)  # (B, 3, pixels): one gain per image and channel
     torch.testing.assert_close(gain, gain[:, :, :1].expand_as(gain), rtol=1e-4, atol=1e-4)
     g = gain[:, :, 0]
@@ -243,7 +244,7 @@ def test_gm_color_scales_each_images_light_within_its_range(tmp_path):
     torch.testing.assert_close(g[:, 2] / b, 1 - t_, rtol=1e-4, atol=1e-4)  # blue moves opposite to red
     assert 0.8 - 1e-5 <= float(b.min()) and float(b.max()) <= 1.2 + 1e-5 and float(b.std()) > 0.08
     assert float(t_.abs().max()) <= 0.2 + 1e-4 and float(t_.std()) > 0.08
-    assert float(t._color(torch.ones(4, 3, 2, 2)).max()) <= 1.0  # clipped to the pixel range
+    assert float(augment.color(torch.ones(4, 3, 2, 2), t.s.gm_color, t.generator).max()) <= 1.0  # clipped to the pixel range
 
 
 def test_adversary_reads_the_mean_of_z_u_when_asked():

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from lrlivae.data.aligned import AlignedWriter
 from pipeline.cli import app
 from pipeline.training import load_model
-from tests.conftest import REPO, tiny_params, write_params
+from tests.conftest import REPO, set_param, tiny_params, write_params
 
 N_ID = 4
 
@@ -52,10 +52,11 @@ def train_params(**over):
     p["finetune_semi"].update({"grid_size": 3, "swap_pairs": 20, "predictor_epochs": 1})
     p["train_evaluator"].update({"epochs": 1, "batch_size": 8})
     if "baselines" in p:
-        p["baselines"]["common"].update({"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2,
-                                         "device": "cpu", "grid_classes": 2})
+        for k, v in {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2, "device": "cpu",
+                     "grid_classes": 2}.items():
+            set_param(p, f"baselines.common.{k}", v)
         for kind in ("cvae", "cgan", "cvaegan"):
-            p["baselines"][kind]["steps"] = None
+            set_param(p, f"baselines.{kind}.steps", None)
     p["evaluate"].update({"per_class": 4, "splits": 2, "figure_classes": 2})
     p.update(over)
     return p

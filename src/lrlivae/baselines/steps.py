@@ -49,6 +49,14 @@ class BaselineWeights:
     gc: float = 0.002  # cvaegan: L_GC, class-mean C-feature matching (generator)
     gan_loss: Literal["hinge", "bce"] = "hinge"  # cgan, cvaegan: the discriminator's loss
 
+    @classmethod
+    def for_kind(cls, kind: str, **overrides) -> "BaselineWeights":
+        """The defaults of one baseline: cVAE-GAN trains its discriminator with cross-entropy (Bao et al.)."""
+        return cls(**{**KIND_DEFAULTS.get(kind, {}), **overrides})
+
+
+KIND_DEFAULTS: dict[str, dict] = {"cvaegan": {"gan_loss": "bce"}}
+
 
 def _zero(*opts) -> None:
     for o in opts:

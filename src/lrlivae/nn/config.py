@@ -26,7 +26,7 @@ _DISC_HIDDEN = {"small": 256, "paper_faces": 1024, "paper_cifar": 512}
 DOWNSAMPLE = 16
 
 _PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(image_size=64, zs_dim=64, zu_dim=64),
+    "small": dict(image_size=64, zs_dim=32, zu_dim=32),
     "paper_faces": dict(image_size=64, zs_dim=512, zu_dim=512),
     "paper_cifar": dict(image_size=32, zs_dim=100, zu_dim=200),
 }
@@ -56,8 +56,8 @@ class ModelConfig:
     arch: str = "small"
     image_size: int = 64
     channels: int = 3
-    zs_dim: int = 64
-    zu_dim: int = 64
+    zs_dim: int = 32
+    zu_dim: int = 32
     n_classes: int = 10
     width: float = 1.0
     enc_hidden: int | None = None

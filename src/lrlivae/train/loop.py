@@ -22,44 +22,14 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from lrlivae.train import augment
 from lrlivae.train import distributed as ddp
 from lrlivae.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lrlivae.train.sampler import EpochSampler
-from lrlivae.train.steps import LossWeights, gm_step, joint_step
+from lrlivae.train.settings import NonFiniteLoss, TrainSettings  # noqa: F401  (re-exported)
+from lrlivae.train.steps import gm_step, joint_step
 
 CHECKPOINT_FORMAT = "lrlivae-checkpoint-1"
-
-
-class NonFiniteLoss(RuntimeError):
-    """A loss term became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainSettings:
-    mode: Literal["gm", "joint", "semi"]
-    steps: int  # GM steps (mode gm), joint iterations (mode joint) or fine-tuning steps (mode semi)
-    batch_size: int = 64
-    n_gm: int = 3  # GM steps per joint iteration (Algorithm 1)
-    lr: float = 5e-4
-    beta1: float = 0.0
-    beta2: float = 0.9
-    sigma_lr_decay: float = 0.01  # the GM variances' learning rate is multiplied by this ...
-    sigma_lr_decay_epochs: float = 2.0  # ... after this many epochs of GM steps (paper: 0.01 after 2)
-    checkpoint_every: int = 100
-    log_every: int = 10
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
-    seed: int = 0
-    gm_shift: int = 0  # GM steps: random translation of each batch by up to this many pixels (augmentation)
-    gm_flip: bool = False  # GM steps: mirror each image left-right with probability 1/2 (augmentation)
-    gm_color: float = 0.0  # GM steps: random per-image light gain: brightness x U(1-a, 1+a), red / blue
-    #                        x (1 +- t) with t ~ U(-a, a) (augmentation; 0: off)
-    mix_labeled: float = 0.0  # mode semi: fraction of steps taken on a labeled batch instead (Algorithm 1 step)
-    semi_n_gm: int = 0  # mode semi: GM steps on labeled batches before each fine-tuning step (Algorithm 1)
-    pseudo_label_threshold: float = 0.0  # mode semi: an unlabeled z_s whose GM posterior max q(c | z_s) reaches
-    #                        this follows N(mu_c, Sigma_c) of that class instead of the ambiguous Gaussian (0: off)
-    gm_refit: Literal["none", "end", "epoch"] = "none"  # set Sigma_c to the variance of the class's training
-    #                        codes (priors.refit_prior) at the end of the stage, or at every epoch end too
-    weights: LossWeights = field(default_factory=LossWeights)
 
 
 class Trainer:
@@ -224,39 +194,16 @@ class Trainer:
                 if self.last_saved_step >= 0 else "no checkpoint had been written yet")
         raise NonFiniteLoss(f"non-finite {bad[0]} at step {self.step + 1} ({', '.join(bad)}); {kept}")
 
-    def _shift(self, x: torch.Tensor) -> torch.Tensor:
-        """Translate the batch by a random offset of up to gm_shift pixels (edge pixels repeated)."""
-        k = self.s.gm_shift
-        if k <= 0:
-            return x
-        dx, dy = (int(v) for v in torch.randint(-k, k + 1, (2,), generator=self.generator, device=self.generator.device))
-        x = torch.nn.functional.pad(x, (k, k, k, k), mode="replicate")
-        h, w = x.shape[2] - 2 * k, x.shape[3] - 2 * k
-        return x[:, :, k + dy : k + dy + h, k + dx : k + dx + w]
-
-    def _flip(self, x: torch.Tensor) -> torch.Tensor:
-        """Mirror each image of the batch left-right with probability 1/2 (when gm_flip is on)."""
-        if not self.s.gm_flip:
-            return x
-        mirror = torch.rand(len(x), generator=self.generator, device=self.generator.device) < 0.5  # (B,)
-        return torch.where(mirror.to(x.device)[:, None, None, None], x.flip(-1), x)
-
-    def _color(self, x: torch.Tensor) -> torch.Tensor:
-        """Scale each image's light like the renderer's light intensity and warmth do: all channels by
-        b ~ U(1 - a, 1 + a), red by (1 + t) and blue by (1 - t), t ~ U(-a, a), a = gm_color; pixels
-        in [-1, 1] are scaled as light in [0, 1] and clipped."""
-        a = float(self.s.gm_color)
-        if a <= 0:
-            return x
-        u = torch.rand(len(x), 2, generator=self.generator, device=self.generator.device).to(x.device) * 2 - 1
-        b, t = 1 + a * u[:, 0], a * u[:, 1]
-        gain = torch.stack([b * (1 + t), b, b * (1 - t)], 1).to(x.dtype)[:, :, None, None]
-        return ((x + 1) * gain - 1).clamp_(-1, 1)
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The GM steps' augmentation (lrlivae.train.augment), drawn from the trainer's generator."""
+        x = augment.shift(x, self.s.gm_shift, self.generator)
+        x = augment.flip(x, self.s.gm_flip, self.generator)
+        return augment.color(x, self.s.gm_color, self.generator)
 
     def _gm(self, source: tuple | None = None) -> dict:
         self._update_sigma_lr()
         x, y = self._batch(self.gm_sampler, source)
-        x = self._color(self._flip(self._shift(x)))
+        x = self._augment(x)
         with self._autocast():
             total, scalars = gm_step(self.model, self.opt_gm, x, y, self.w)
         self._check(total, scalars)

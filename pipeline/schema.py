@@ -1,0 +1,190 @@
+"""params.yaml schema, part 1: the data stages (synth, align, fetch_facescrub), the model and the training
+stages. Each field's default is the library's (tests/test_one_default.py checks); pipeline.params loads."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ---------------------------------------------------------------------------------------------- synth
+class SynthSet(Strict):
+    n_identities: int = Field(ge=1, le=100_000)
+    images_per_identity: int = Field(ge=1, le=100_000)
+
+
+class LabeledSynthSet(SynthSet):
+    n_identities: int = Field(default=40, ge=1, le=100_000)
+    images_per_identity: int = Field(default=60, ge=1, le=100_000)
+
+
+class UnlabeledSynthSet(SynthSet):
+    """Identities never seen in `labeled`."""
+
+    n_identities: int = Field(default=10, ge=1, le=100_000)
+    images_per_identity: int = Field(default=40, ge=1, le=100_000)
+
+
+class SynthParams(Strict):
+    labeled: LabeledSynthSet = LabeledSynthSet()
+    unlabeled: UnlabeledSynthSet = UnlabeledSynthSet()
+    frame_size: tuple[int, int] = (128, 160)
+    workers: int = Field(default=2, ge=1, le=256)
+
+    @field_validator("frame_size")
+    @classmethod
+    def _frame_range(cls, v):
+        lo, hi = v
+        if not (64 <= lo <= hi <= 2048):
+            raise ValueError(f"must be [min, max] with 64 <= min <= max <= 2048, got {list(v)}")
+        return v
+
+
+# ---------------------------------------------------------------------------------------------- align
+SourceKind = Literal["synthetic", "facescrub", "casia", "imagefolder", "cifar10", "cifar100"]
+
+
+class AlignSource(Strict):
+    """Which source feeds a set. Its location on disk is a path, so it lives in dvc.yaml."""
+
+    source: SourceKind = "synthetic"
+    n_identities: Optional[int] = Field(default=None, ge=1, description="pick this many identities at random (CASIA: 200)")
+    drop_labels: bool = False
+
+
+class UnlabeledSource(AlignSource):
+    """The unlabeled set: its labels are dropped unless said otherwise."""
+
+    drop_labels: bool = True
+
+
+class Split(Strict):
+    train: float = Field(default=0.7, gt=0, lt=1)
+    val: float = Field(default=0.1, ge=0, lt=1)
+    test: float = Field(default=0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class OpenCVDetector(Strict):
+    scale_factor: float = Field(default=1.1, gt=1.0, le=2.0)
+    min_neighbors: int = Field(default=4, ge=0, le=50)
+    min_size: int = Field(default=24, ge=8, le=1024)
+    equalize: bool = Field(default=False, description="histogram-equalise the grey image before detecting")
+
+
+class AlignParams(Strict):
+    labeled: AlignSource = AlignSource()
+    unlabeled: UnlabeledSource = UnlabeledSource()
+    detector: Literal["opencv", "face_alignment", "annotations"] = "opencv"
+    landmarks: Literal["face_alignment", "annotations", "none"] = "annotations"
+    device: str = "cpu"
+    size: int = Field(default=64, ge=16, le=512)
+    margin: float = Field(default=0.2, ge=0.0, le=2.0, description="box crops: margin per edge, fraction of the box side")
+    min_score: float = Field(default=0.0, description="drop detections scoring below this")
+    split: Split = Split()
+    min_accept_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_pixels: int = Field(default=50_000_000, ge=10_000)
+    workers: int = Field(default=2, ge=1, le=256)
+    opencv: OpenCVDetector = OpenCVDetector()
+
+
+# ---------------------------------------------------------------------------------------------- model
+class ModelParams(Strict):
+    """The architecture (lrlivae.nn.config.ModelConfig); n_classes and image size come from the data."""
+
+    arch: Literal["small", "paper_faces", "paper_cifar"] = "small"
+    width: float = Field(default=1.0, gt=0, le=16, description="channel multiplier of the small nets")
+    zs_dim: int = Field(default=32, ge=1, le=4096)
+    zu_dim: int = Field(default=32, ge=1, le=4096)
+    enc_hidden: Optional[int] = Field(default=None, ge=1)
+    adv_hidden: int = Field(default=256, ge=1)
+    disc_hidden: Optional[int] = Field(default=None, ge=1)
+    gm_var_min: float = Field(default=1e-3, gt=0)
+    gm_var_max: float = Field(default=1e2, gt=0)
+    gm_var_init: float = Field(default=1.0, gt=0)
+    gm_mean_init: float = Field(default=1.0, ge=0)
+
+
+# ---------------------------------------------------------------------------------------------- training
+TRAIN_STAGES = ("train_gm", "train_joint", "finetune_semi")
+
+
+class TrainShared(Strict):
+    """params.yaml `train:`, the settings the three training stages share (library defaults:
+    lrlivae.train.loop.TrainSettings); a stage's own section overrides any of them for that stage."""
+
+    batch_size: int = Field(default=64, ge=2, le=65536)
+    lr: float = Field(default=5e-4, gt=0, le=1)
+    beta1: float = Field(default=0.0, ge=0, lt=1)
+    beta2: float = Field(default=0.9, ge=0, lt=1)
+    sigma_lr_decay: float = Field(default=0.01, gt=0, le=1, description="GM variance lr factor ...")
+    sigma_lr_decay_epochs: float = Field(default=2.0, ge=0, description="... after this many GM epochs")
+    margin: float = Field(default=0.0, ge=0, description="GM-loss margin alpha")
+    lkd_reduction: Literal["mean", "sum"] = "sum"
+    checkpoint_every: int = Field(default=100, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    grid_classes: int = Field(default=8, ge=1, description="classes shown in the per-epoch sample grid")
+    gm_shift: int = Field(default=0, ge=0, le=16, description="GM steps: random shifts of up to this many pixels")
+    gm_flip: bool = Field(default=False, description="GM steps: random left-right mirrors of the batch images")
+    gm_color: float = Field(default=0.0, ge=0.0, le=0.5, description="GM steps: random light gain / warmth of each image, strength a")
+    gm_refit: Literal["none", "end", "epoch"] = Field(
+        default="none", description="set Sigma_c to the variance of the class's training codes: at the end, or every epoch")
+
+
+class TrainCommon(TrainShared):
+    steps: int = Field(ge=1, description="GM steps (train_gm) or Algorithm 1 iterations (train_joint)")
+
+
+class TrainGMParams(TrainCommon):
+    steps: int = Field(default=1200, ge=1)
+
+
+class TrainJointParams(TrainCommon):
+    steps: int = Field(default=400, ge=1)
+    rec_s: float = Field(default=1.0, ge=0, description="L_rec weight in the Encoder^s update")
+    rec_dec: float = Field(default=10.0, gt=0, description="L_rec weight in the decoder update")
+    adv_e: float = Field(default=1.0, ge=0, description="L_E^adv weight in the Encoder^u update")
+    gan_g: float = Field(default=1.0, ge=0, description="generator GAN weight; 0 turns the discriminator off")
+    gan_loss: Literal["hinge", "bce"] = "hinge"
+    adv_input: Literal["sample", "mean"] = Field(
+        default="sample", description="the adversarial classifier reads the sampled z_u or its mean")
+    gan_fake_weight: float = Field(default=1.0, gt=0, le=1,
+                                   description="weight of the reconstruction and sample terms in the D loss")
+    kl_reduction: Literal["mean", "sum"] = "mean"
+    rec_reduction: Literal["mean", "sum"] = "mean"
+
+
+# ---------------------------------------------------------------------------------------------- fetch_facescrub
+class FetchFaceScrubParams(Strict):
+    """Downloading FaceScrub from its list files (lrlivae.data.download.fetch_facescrub)."""
+
+    workers: int = Field(default=8, ge=1, le=256, description="concurrent downloads")
+    per_host: int = Field(default=2, ge=1, le=64, description="at most this many at a time from one host")
+    timeout: float = Field(default=10.0, gt=0, le=600, description="seconds for connecting and for each read")
+    retries: int = Field(default=3, ge=0, le=20, description="retries of transient failures")
+    backoff: float = Field(default=0.5, ge=0, le=60, description="first retry delay in seconds, doubled each retry")
+    max_bytes: int = Field(default=20_000_000, ge=1_000, le=2_000_000_000, description="larger bodies are rejected")
+    lists: list[str] = Field(default=[], description="list files (facescrub_actors.txt, ...); --list overrides")
+
+
+class FinetuneSemiParams(TrainJointParams):
+    steps: int = Field(default=200, ge=1)
+    mix_labeled: float = Field(default=0.0, ge=0, le=1, description="fraction of steps on a labeled batch")
+    semi_n_gm: int = Field(default=0, ge=0, le=16, description="GM steps on labeled batches per fine-tuning step")
+    pseudo_label_threshold: float = Field(
+        default=0.0, ge=0, le=1, description="unlabeled z_s with max GM posterior >= this follow that class (0: off)")
+    swap_pairs: int = Field(default=400, ge=10, description="random swap pairs measured")
+    predictor_epochs: int = Field(default=30, ge=1, description="epochs of the factor predictor")
+    grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")
