@@ -449,6 +449,17 @@ def test_at_most_per_host_requests_at_a_time(server, tmp_path):
     assert server.max_active["/busy.jpg"] == 2
 
 
+def test_redirects_to_another_host_count_against_that_host(server, server2, tmp_path):
+    server2.routes["/cap/slow.jpg"] = lambda h, n: server2.stop.wait(0.15) or h.reply(200, JPEG)
+    server.routes["/cap/go"] = lambda h, n: h.reply(302, b"", "text/html", {"Location": server2.url("/cap/slow.jpg")})
+    rows = [("Capped", i, server.url(f"/cap/go?{i}"), "") for i in range(4)]
+    rows += [("Capped", 10 + i, server2.url(f"/cap/slow.jpg?{i}"), "") for i in range(4)]
+    lst = write_list(tmp_path / "l.txt", rows)
+    s = fetch_facescrub([lst], tmp_path / "out", workers=8, per_host=2, timeout=3, retries=0, progress=False)
+    assert s.counts["ok"] == 8
+    assert server2.max_active["/cap/slow.jpg"] == 2  # 4 direct + 4 redirected rows, never more than 2 at once
+
+
 def test_an_unreachable_host_is_given_up(tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/x.jpg"
     lst = write_list(tmp_path / "l.txt", [("Gone", i, url, "") for i in range(10)])

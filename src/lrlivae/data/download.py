@@ -1,47 +1,40 @@
 """Download the FaceScrub images named by the official lists, politely, verifiably and resumably.
 
-`fetch_facescrub(lists, out_root)` reads the lists with `lrlivae.data.facescrub.read_facescrub_rows` and
-saves every image where `read_facescrub` expects it, `<out_root>/<name>/<name>_<face_id>.<ext>`: the
-path comes from the list's name and face_id (`facescrub_image_stem`), never from the url, and the
-extension from the image format detected in the body (jpg, png, gif, bmp), never from the url or a
-header. A resolved path outside out_root is refused.
+`fetch_facescrub(lists, out_root)` reads the lists (`lrlivae.data.facescrub.read_facescrub_rows`) and
+saves every image where `read_facescrub` expects it, `<out_root>/<name>/<name>_<face_id>.<ext>`: the path
+comes from the list's name and face_id, never from the url (a resolved path outside out_root is
+refused), the extension from the image format found in the body (jpg, png, gif, bmp).
 
-The HTTP side (urllib3: pooled keep-alive connections, proxies from the environment, redirects, timeouts,
-gzip, size caps, the retry policy) is `lrlivae.data.http_fetch`. This module schedules the rows: `workers`
-threads take them round-robin over hosts, never a row of a host that already has `per_host` rows in
-flight (and every request, redirects included, holds a slot of its own host), and a row waiting for its
-retry (backoff, Retry-After) goes back to the queue instead of holding a worker.
+HTTP (urllib3: pooled connections, proxies from the environment, redirects, timeouts, gzip, size caps,
+the retry policy) is `lrlivae.data.http_fetch`; the rows are scheduled by `lrlivae.data.host_pool`
+(`workers` threads, round-robin over hosts, at most `per_host` rows of a host in flight, a row waiting
+for its retry back in the queue); progress, the closing table and dry runs are `lrlivae.data.fetch_report`.
 
 A body is streamed to a hidden temporary file (".<base>.<random>.part") in its final folder, hashed on
-the way, fsynced, checked (the list's sha256 when it gives one; it must decode as an image,
-`lrlivae.data.imageio.read_image`) and only then renamed to its final name, so a killed run never leaves
-a partial file under a final name; leftover .part files are removed by the next run. Running again
-skips every row whose final file exists and verifies; a file that does not verify is deleted and
-fetched again.
+the way, fsynced, checked (the list's sha256 when it has one, and it must decode as an image) and only
+then renamed to its final name: a killed run never leaves a partial file under a final name, and the
+next run removes leftover .part files. A rerun skips every row whose final file exists and verifies; a
+file that does not verify is deleted and fetched again.
 
 The outcome of every list row (ok, skipped, failed) is written to `<out_root>/manifest.csv`
-(MANIFEST_COLUMNS; `line` is "<list file>:<line number>") atomically at the end, in list order,
-followed by the malformed list lines (failed, no face_id, the reason naming the line), and returned as
-a `FetchSummary` (lrlivae.data.fetch_report, with the progress display and `--dry-run`'s plan).
+(MANIFEST_COLUMNS; `line` is "<list file>:<line number>") atomically at the end, in list order, then
+the malformed list lines (failed, no face_id, the reason naming the line); a FetchSummary is returned.
 """
 from __future__ import annotations
 
 import csv
 import io
 import os
-import queue
 import tempfile
 import threading
 import time
-from collections import Counter, deque
 from dataclasses import asdict, dataclass
-from heapq import heappop, heappush
-from itertools import count
 from pathlib import Path
 from typing import Sequence
 
 from lrlivae.data.facescrub import IMAGE_EXTENSIONS, facescrub_folder_name, facescrub_image_stem, read_facescrub_rows
 from lrlivae.data.fetch_report import FetchProgress, FetchSummary, row_host
+from lrlivae.data.host_pool import HostPool
 from lrlivae.data.http_fetch import HOST_GIVE_UP, Failure, HttpClient, new_retry, next_retry
 from lrlivae.data.imageio import BadImage, read_image, sha256_file
 from lrlivae.io import atomic_write_bytes
@@ -102,23 +95,11 @@ def fetch_facescrub(
                         env_proxy=env_proxy, host_give_up=host_give_up, stop=stop)
     rower = _RowFetcher(root, client, retries, backoff, stop)
     tasks = [_Task(row, row_host(row["url"]), _result(row)) for row in rows]
-    sched = _Scheduler(tasks, per_host, stop)
-    finished: queue.Queue = queue.Queue()
-    threads = [threading.Thread(target=_work, args=(sched, rower, finished), name=f"fetch-{k}", daemon=True)
-               for k in range(min(workers, len(tasks)))]
     bar = FetchProgress(len(tasks), enabled=progress, bytes_received=lambda: client.bytes_received)
     try:
-        for t in threads:
-            t.start()
-        for _ in range(len(tasks)):
-            item = finished.get()
-            if isinstance(item, BaseException):
-                raise item
-            bar.update(item.result)
+        for task in HostPool(tasks, rower.step, workers=workers, per_host=per_host, stop=stop).run():
+            bar.update(task.result)
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
         bar.close()
         client.close()
     done = [t.result for t in tasks]
@@ -129,7 +110,6 @@ def fetch_facescrub(
     return summary
 
 
-# ------------------------------------------------------------------------------------------ scheduling
 @dataclass(eq=False)
 class _Task:
     row: dict
@@ -138,65 +118,6 @@ class _Task:
     retry: object = None  # urllib3 Retry once the first attempt started
     folder: Path | None = None
     base: str = ""
-
-
-class _Scheduler:
-    """Hands tasks to workers round-robin over hosts, skipping hosts with `per_host` tasks in flight;
-    a task given back with a delay is handed out again once it is due."""
-
-    def __init__(self, tasks: list[_Task], per_host: int, stop: threading.Event):
-        self.queues: dict[str, deque] = {}
-        for t in tasks:
-            self.queues.setdefault(t.host, deque()).append(t)
-        self.ring = deque(self.queues)  # the hosts with queued tasks
-        self.running: Counter = Counter()
-        self.later: list = []  # (due, seq, task)
-        self.left, self.per_host, self.stop = len(tasks), per_host, stop
-        self._cv, self._seq = threading.Condition(), count()
-
-    def take(self) -> _Task | None:
-        """The next task, or None when every task is settled or the run stops."""
-        with self._cv:
-            while self.left and not self.stop.is_set():
-                now = time.monotonic()
-                while self.later and self.later[0][0] <= now:
-                    task = heappop(self.later)[2]
-                    if not self.queues[task.host]:
-                        self.ring.append(task.host)
-                    self.queues[task.host].appendleft(task)
-                for _ in range(len(self.ring)):
-                    host = self.ring.popleft()
-                    if self.running[host] < self.per_host:
-                        task = self.queues[host].popleft()
-                        if self.queues[host]:
-                            self.ring.append(host)
-                        self.running[host] += 1
-                        return task
-                    self.ring.append(host)
-                self._cv.wait(min(self.later[0][0] - now, 0.5) if self.later else 0.5)
-            return None
-
-    def done(self, task: _Task, wait: float | None) -> None:
-        """`task` settled (wait None) or to be tried again in `wait` seconds."""
-        with self._cv:
-            self.running[task.host] -= 1
-            if wait is None:
-                self.left -= 1
-            else:
-                heappush(self.later, (time.monotonic() + wait, next(self._seq), task))
-            self._cv.notify_all()
-
-
-def _work(sched: _Scheduler, rower: "_RowFetcher", finished: queue.Queue) -> None:
-    try:
-        while (task := sched.take()) is not None:
-            wait = rower.step(task)
-            sched.done(task, wait)
-            if wait is None:
-                finished.put(task)
-    except BaseException as e:  # a local error (disk full ...): stop the run, raise in the caller
-        sched.stop.set()
-        finished.put(e)
 
 
 # ------------------------------------------------------------------------------------------ one row
