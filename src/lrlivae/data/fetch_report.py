@@ -15,7 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
-from urllib.parse import urlsplit
+
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from lrlivae.data.facescrub import read_facescrub_rows
 from lrlivae.data.records import Reject
@@ -31,10 +33,10 @@ def reason_key(reason: str) -> str:
 
 
 def row_host(url: str) -> str:
-    """The lower-case host name of a list url ("" when it has none)."""
+    """The host name of a list url as the HTTP layer counts it (lower case, IDNA), "" when it has none."""
     try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
+        return (parse_url(url.strip()).host or "").lower()
+    except (LocationParseError, ValueError):
         return ""
 
 
