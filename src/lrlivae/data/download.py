@@ -92,7 +92,7 @@ def fetch_facescrub(
     _remove_leftovers(root, {r["name"] for r in rows})
     stop = threading.Event()
     client = HttpClient(per_host=per_host, timeout=timeout, max_bytes=max_bytes, user_agent=user_agent,
-                        env_proxy=env_proxy, host_give_up=host_give_up, stop=stop)
+                        env_proxy=env_proxy, host_give_up=host_give_up, stop=stop, connections=workers)
     rower = _RowFetcher(root, client, retries, backoff, stop)
     tasks = [_Task(row, row_host(row["url"]), _result(row)) for row in rows]
     bar = FetchProgress(len(tasks), enabled=progress, bytes_received=lambda: client.bytes_received)

@@ -28,7 +28,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin
 
 import urllib3
 from urllib3.exceptions import (
@@ -45,6 +45,7 @@ CHUNK = 1 << 16
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 _REDIRECTS = (301, 302, 303, 307, 308)
 _NOT_IMAGE_TYPES = ("application/json", "application/xml", "application/xhtml+xml", "application/javascript")
+_RETRY_AFTER = Retry(retry_after_max=MAX_RETRY_AFTER)
 
 
 class Failure(Exception):
@@ -126,9 +127,10 @@ class HostLimiter:
 def proxy_for(url: str, proxies: dict[str, str]) -> str | None:
     """The proxy url for `url` from `proxies` (urllib.request.getproxies_environment's shape: scheme ->
     url, "no" -> the NO_PROXY list), or None for a direct connection."""
-    parts = urlsplit(url)
-    proxy = proxies.get(parts.scheme)
-    if not proxy or no_proxy_matches(parts.hostname or "", parts.port, proxies.get("no", "")):
+    parts = parse_url(url)
+    proxy = proxies.get(parts.scheme or "")
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme or "")
+    if not proxy or no_proxy_matches(parts.host or "", port, proxies.get("no", "")):
         return None
     return proxy if "://" in proxy else "http://" + proxy
 
@@ -167,7 +169,7 @@ def no_proxy_matches(host: str, port: int | None, no_proxy: str) -> bool:
 class HttpClient:
     def __init__(self, *, per_host: int = 2, timeout: float = 10.0, max_bytes: int = 20_000_000,
                  user_agent: str = "lrlivae", env_proxy: bool = True, max_redirects: int = MAX_REDIRECTS,
-                 host_give_up: int = HOST_GIVE_UP, stop: threading.Event | None = None):
+                 host_give_up: int = HOST_GIVE_UP, stop: threading.Event | None = None, connections: int = 8):
         self.timeout, self.max_bytes, self.max_redirects = timeout, max_bytes, max_redirects
         self.host_give_up, self.stop = host_give_up, stop or threading.Event()
         self.limiter = HostLimiter(per_host)
@@ -176,6 +178,7 @@ class HttpClient:
         self._headers = {"User-Agent": user_agent, "Accept": "image/*,*/*;q=0.5", "Accept-Encoding": "gzip, deflate"}
         self._pool_kw = dict(num_pools=256, maxsize=per_host, block=False, timeout=Timeout(connect=timeout, read=timeout))
         self._direct = urllib3.PoolManager(headers=self._headers, **self._pool_kw)
+        self._proxy_kw = {**self._pool_kw, "maxsize": max(per_host, connections)}  # one pool per proxy
         self._via: dict[str, urllib3.ProxyManager] = {}
         self._lock = threading.Lock()
         self._refused: Counter = Counter()
@@ -193,10 +196,11 @@ class HttpClient:
                 raise Failure("redirect loop")
             seen.add(url)
             try:
-                host = parse_url(url).host
+                parts = parse_url(url)
             except LocationValueError:
-                host = None
-            if urlsplit(url).scheme not in ("http", "https") or not host:
+                raise Failure("unsupported url") from None
+            host = (parts.host or "").lower()
+            if parts.scheme not in ("http", "https") or not host:
                 raise Failure("unsupported url")
             if self.host_give_up and self._refused[host] >= self.host_give_up:
                 raise Failure(f"host unreachable (gave up after {self.host_give_up} failed connections)")
@@ -224,7 +228,7 @@ class HttpClient:
                 p = parse_url(proxy)
                 auth = urllib3.make_headers(proxy_basic_auth=unquote(p.auth)) if p.auth else None
                 bare = f"{p.scheme}://{p.host}:{p.port or (443 if p.scheme == 'https' else 80)}"
-                self._via[proxy] = urllib3.ProxyManager(bare, proxy_headers=auth, headers=self._headers, **self._pool_kw)
+                self._via[proxy] = urllib3.ProxyManager(bare, proxy_headers=auth, headers=self._headers, **self._proxy_kw)
             return self._via[proxy]
 
     def _request(self, url: str, host: str):
@@ -254,8 +258,8 @@ class HttpClient:
             wait = None
             if after is not None and resp.status in Retry.RETRY_AFTER_STATUS_CODES:
                 try:
-                    wait = new_retry(0, 0).parse_retry_after(after)
-                except HTTPError:
+                    wait = _RETRY_AFTER.parse_retry_after(after)  # seconds or an HTTP date, capped
+                except HTTPError:  # unparsable: ignored
                     wait = None
             _discard(resp)
             raise Failure(f"HTTP {resp.status}", retry=resp.status in TRANSIENT_STATUS, status=resp.status,
