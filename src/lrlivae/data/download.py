@@ -28,6 +28,7 @@ import os
 import tempfile
 import threading
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -97,8 +98,9 @@ def fetch_facescrub(
     tasks = [_Task(row, row_host(row["url"]), _result(row)) for row in rows]
     bar = FetchProgress(len(tasks), enabled=progress, bytes_received=lambda: client.bytes_received)
     try:
-        for task in HostPool(tasks, rower.step, workers=workers, per_host=per_host, stop=stop).run():
-            bar.update(task.result)
+        with closing(HostPool(tasks, rower.step, workers=workers, per_host=per_host, stop=stop).run()) as settled:
+            for task in settled:
+                bar.update(task.result)
     finally:
         bar.close()
         client.close()
