@@ -12,7 +12,7 @@ HTTPS_PROXY / NO_PROXY environment (either case) picks a `ProxyManager` per url,
 
 Every problem raises `Failure(reason, retry)`; whether and when to try again is decided with urllib3's
 `Retry` (`new_retry`, `next_retry`): transient failures (connection errors, timeouts, resets, bodies cut
-short, HTTP 5xx, 408, 429) are retried with exponential backoff, or after a 429/503's Retry-After
+short, HTTP 5xx, 408, 429) are retried with exponential backoff (`new_retry`), or after a 429/503's Retry-After
 (seconds or a date, capped at MAX_RETRY_AFTER); the rest are final. A host whose last `host_give_up`
 connection attempts all failed is given up ("host unreachable") for the rest of the client's life.
 """
@@ -67,11 +67,12 @@ class Received:
 
 # ------------------------------------------------------------------------------------ retry policy
 def new_retry(retries: int, backoff: float) -> Retry:
-    """The retry budget of one url: `retries` more attempts; attempt k+1 waits backoff x 2^(k-1) s
-    (urllib3's schedule: the first retry at once), or what a 429/503 asks in Retry-After."""
+    """The retry budget of one url: `retries` more attempts; retry k waits backoff x 2^(k-1) s (urllib3's
+    schedule plus up to 25 % jitter, but never less than `backoff`: urllib3 would retry the first time at
+    once), or what a 429/503 asks in Retry-After if that is longer."""
     return Retry(total=retries, redirect=False, status_forcelist=TRANSIENT_STATUS, backoff_factor=backoff,
-                 backoff_max=MAX_RETRY_AFTER, retry_after_max=MAX_RETRY_AFTER, raise_on_status=False,
-                 respect_retry_after_header=True, allowed_methods=frozenset({"GET"}))
+                 backoff_jitter=0.25 * backoff, backoff_max=MAX_RETRY_AFTER, retry_after_max=MAX_RETRY_AFTER,
+                 raise_on_status=False, respect_retry_after_header=True, allowed_methods=frozenset({"GET"}))
 
 
 def next_retry(retry: Retry, failure: Failure, url: str) -> tuple[Retry | None, float]:
@@ -88,7 +89,7 @@ def next_retry(retry: Retry, failure: Failure, url: str) -> tuple[Retry | None, 
             retry = retry.increment("GET", url, error=_as_retry_error(failure.error))
     except MaxRetryError:
         return None, 0.0
-    wait = retry.get_backoff_time()
+    wait = max(retry.get_backoff_time(), retry.backoff_factor)
     if failure.retry_after is not None:
         wait = max(wait, failure.retry_after)
     return retry, wait
