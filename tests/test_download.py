@@ -419,6 +419,9 @@ def test_no_proxy_matching():
     assert proxy_for("http://a.org/x.jpg", proxies) == "http://proxy.corp:3128"
     assert proxy_for("https://wiki.intranet/x.jpg", proxies) is None
     assert proxy_for("http://a.org/x.jpg", {}) is None
+    assert proxy_for("http://B\u00fccher.de/x.jpg", {"http": "p:1", "no": "xn--bcher-kva.de"}) is None  # IDNA
+    assert proxy_for("http://a.org:8080/x.jpg", {"http": "p:1", "no": "a.org:80"}) == "http://p:1"
+    assert proxy_for("http://a.org/x.jpg", {"http": "p:1", "no": "a.org:80"}) is None  # the default port
 
 
 def test_urls_with_spaces_and_non_ascii_are_sent_percent_encoded(server, tmp_path):
