@@ -407,7 +407,7 @@ def test_https_through_a_connect_proxy_from_https_proxy(tmp_path, monkeypatch):
 
 
 def test_no_proxy_matching():
-    from lrlivae.data.http_fetch import no_proxy_matches, proxy_for
+    from lrlivae.data.proxy_env import no_proxy_matches, proxy_for
 
     assert no_proxy_matches("anything.org", 80, "*")
     assert no_proxy_matches("img.example.com", 80, "example.com") and no_proxy_matches("example.com", 80, ".example.com")

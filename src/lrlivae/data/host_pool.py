@@ -7,6 +7,9 @@ host while others wait. When `step` returns a number of seconds instead, the tas
 queue, due after that delay (a retry after backoff or Retry-After), and the thread takes other work
 meanwhile. An exception in `step` (a local error: disk full ...) stops the pool and is raised by `run`;
 so is anything that interrupts the caller (Ctrl-C): the threads finish their current step and end.
+
+`HostLimiter` is the hard cap under it: at most `per_host` holders of a host's slot at a time (the HTTP
+layer holds one per request, so redirects to another host count against that host).
 """
 from __future__ import annotations
 
@@ -100,4 +103,26 @@ class HostPool:
                 self.left -= 1
             else:
                 heappush(self.later, (time.monotonic() + wait, next(self._seq), task))
+            self._cv.notify_all()
+
+
+class HostLimiter:
+    """At most `per_host` holders of a host's slot at a time."""
+
+    def __init__(self, per_host: int):
+        self.per_host = per_host
+        self._cv = threading.Condition()
+        self._active: Counter = Counter()
+
+    def acquire(self, host: str, stop: threading.Event | None = None) -> None:
+        with self._cv:
+            while self._active[host] >= self.per_host:
+                if stop is not None and stop.is_set():
+                    raise InterruptedError(f"stopped while waiting for a slot of {host}")
+                self._cv.wait(0.2)
+            self._active[host] += 1
+
+    def release(self, host: str) -> None:
+        with self._cv:
+            self._active[host] -= 1
             self._cv.notify_all()

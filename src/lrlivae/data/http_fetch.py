@@ -2,17 +2,17 @@
 `lrlivae.data.download`.
 
 `HttpClient.get(url, sink)` makes one attempt: it follows redirects itself (relative, absolute, to
-other hosts; at most `max_redirects`, a url seen twice is a "redirect loop"), holds a per-host slot
-(`HostLimiter`, at most `per_host` requests at a time to one host name, every hop counted against its
-own host) for each request, streams the body (gzip / deflate content-encoding decoded) into `sink`
-while hashing it, and stops at `max_bytes`, at `timeout` seconds without a byte (urllib3 `Timeout`
-for the connect and each read) or when the whole transfer takes over ATTEMPT_TIMEOUT_FACTOR x timeout.
-Connections are pooled and kept alive (urllib3 `PoolManager`); with `env_proxy` the HTTP_PROXY /
-HTTPS_PROXY / NO_PROXY environment (either case) picks a `ProxyManager` per url, as curl and pip do.
+other hosts; at most `max_redirects`; a url seen twice is a "redirect loop"), holds a host slot for each
+request (`lrlivae.data.host_pool.HostLimiter`: at most `per_host` requests at a time to one host name,
+every hop counted against its own host), streams the body (gzip / deflate content-encoding decoded)
+into `sink` while hashing it, and stops at `max_bytes`, at `timeout` seconds without a byte (urllib3
+`Timeout` for the connect and each read) or when the whole transfer takes over ATTEMPT_TIMEOUT_FACTOR x
+timeout. Connections are pooled and kept alive (urllib3 `PoolManager`); with `env_proxy` the HTTP_PROXY /
+HTTPS_PROXY / NO_PROXY environment (`lrlivae.data.proxy_env`) picks a `ProxyManager` per url.
 
 Every problem raises `Failure(reason, retry)`; whether and when to try again is decided with urllib3's
 `Retry` (`new_retry`, `next_retry`): transient failures (connection errors, timeouts, resets, bodies cut
-short, HTTP 5xx, 408, 429) are retried with exponential backoff (`new_retry`), or after a 429/503's Retry-After
+short, HTTP 5xx, 408, 429) are retried with exponential backoff, or after a 429/503's Retry-After
 (seconds or a date, capped at MAX_RETRY_AFTER); the rest are final. A host whose last `host_give_up`
 connection attempts all failed is given up ("host unreachable") for the rest of the client's life.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import ipaddress
 import ssl
 import threading
 import time
@@ -36,6 +35,9 @@ from urllib3.exceptions import (
     NewConnectionError, ProtocolError, ProxyError, ReadTimeoutError, SSLError,
 )
 from urllib3.util import Retry, Timeout, parse_url
+
+from lrlivae.data.host_pool import HostLimiter
+from lrlivae.data.proxy_env import proxy_for
 
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 60
@@ -101,71 +103,6 @@ def _as_retry_error(e: BaseException | None) -> Exception:
     return e if isinstance(e, HTTPError) else ProtocolError(str(e) if e else "failed")
 
 
-# ------------------------------------------------------------------------------------ host slots
-class HostLimiter:
-    """At most `per_host` holders of a host's slot at a time."""
-
-    def __init__(self, per_host: int):
-        self.per_host = per_host
-        self._cv = threading.Condition()
-        self._active: Counter = Counter()
-
-    def acquire(self, host: str, stop: threading.Event | None = None) -> None:
-        with self._cv:
-            while self._active[host] >= self.per_host:
-                if stop is not None and stop.is_set():
-                    raise Failure("interrupted")
-                self._cv.wait(0.2)
-            self._active[host] += 1
-
-    def release(self, host: str) -> None:
-        with self._cv:
-            self._active[host] -= 1
-            self._cv.notify_all()
-
-
-# ------------------------------------------------------------------------------------ proxies
-def proxy_for(url: str, proxies: dict[str, str]) -> str | None:
-    """The proxy url for `url` from `proxies` (urllib.request.getproxies_environment's shape: scheme ->
-    url, "no" -> the NO_PROXY list), or None for a direct connection."""
-    parts = parse_url(url)
-    proxy = proxies.get(parts.scheme or "")
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme or "")
-    if not proxy or no_proxy_matches(parts.host or "", port, proxies.get("no", "")):
-        return None
-    return proxy if "://" in proxy else "http://" + proxy
-
-
-def no_proxy_matches(host: str, port: int | None, no_proxy: str) -> bool:
-    """Whether NO_PROXY (comma or space separated: "*", host names matching themselves and their
-    subdomains with or without a leading ".", IP addresses and CIDR ranges, each optionally ":port")
-    exempts `host`."""
-    host = host.lower().rstrip(".")
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        ip = None
-    for entry in no_proxy.replace(",", " ").split():
-        entry = entry.strip().lower()
-        if entry == "*":
-            return True
-        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-        if entry_port and (not entry_port.isdigit() or int(entry_port) != port):
-            continue
-        name = name.strip("[]")
-        if ip is not None:
-            try:
-                if ip in ipaddress.ip_network(name, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        name = name.lstrip("*").lstrip(".").rstrip(".")
-        if name and (host == name or host.endswith("." + name)):
-            return True
-    return False
-
-
 # ------------------------------------------------------------------------------------ the client
 class HttpClient:
     def __init__(self, *, per_host: int = 2, timeout: float = 10.0, max_bytes: int = 20_000_000,
@@ -205,7 +142,10 @@ class HttpClient:
                 raise Failure("unsupported url")
             if self.host_give_up and self._refused[host] >= self.host_give_up:
                 raise Failure(f"host unreachable (gave up after {self.host_give_up} failed connections)")
-            self.limiter.acquire(host, self.stop)
+            try:
+                self.limiter.acquire(host, self.stop)
+            except InterruptedError:
+                raise Failure("interrupted") from None
             try:
                 resp = self._request(url, host)
                 try:
