@@ -182,6 +182,8 @@ class HttpClient:
             raise _network_failure(e) from None
         except (HTTPError, OSError, http.client.HTTPException) as e:
             raise _network_failure(e) from None
+        except ValueError as e:  # a url http.client refuses (control characters ...)
+            raise Failure(f"unsupported url ({_short(e)})") from None
         with self._lock:
             self._refused[host] = 0
         return resp
@@ -205,8 +207,8 @@ class HttpClient:
             _discard(resp)
             raise Failure(f"HTTP {resp.status}", retry=resp.status in TRANSIENT_STATUS, status=resp.status,
                           retry_after=wait)
-        length = resp.headers.get("Content-Length", "").strip()
-        if length.isdigit() and int(length) > self.max_bytes:
+        length = _content_length(resp)
+        if length is not None and length > self.max_bytes:
             _discard(resp)
             raise Failure("too large (over max_bytes)")
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -236,16 +238,24 @@ class HttpClient:
         except (HTTPError, OSError, http.client.HTTPException) as e:
             resp.close()
             raise _network_failure(e) from None
+        except ValueError as e:  # a read on a connection closed under it
+            resp.close()
+            raise Failure(f"bad HTTP response ({_short(e)})", retry=True) from None
         return size, h.hexdigest()
 
 
 def _discard(resp) -> None:
     """Free the connection: read a short body to keep the connection alive, else close it."""
-    length = resp.headers.get("Content-Length", "").strip()
-    if length.isdigit() and int(length) <= CHUNK:
+    length = _content_length(resp)
+    if length is not None and length <= CHUNK:
         resp.drain_conn()
     else:
         resp.close()
+
+
+def _content_length(resp) -> int | None:
+    length = resp.headers.get("Content-Length", "").strip()
+    return int(length) if length.isascii() and length.isdigit() else None
 
 
 def _network_failure(e: BaseException) -> Failure:
