@@ -4,7 +4,7 @@ Resumable: images already in the output folder that verify are skipped, so runni
 (or `dvc repro` with the output marked `persist: true`) continues where a killed run stopped. Writes
 `<out>/manifest.csv` (one row per list row) and flat metrics (counts) to the metrics JSON. With no
 list files (neither `--list` nor `fetch_facescrub.lists`) it downloads nothing, says so and writes
-metrics of zero.
+metrics of zero. `--dry-run` parses the lists and prints identities, images and hosts, writing nothing.
 """
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ class _RowFetcher:
                 if f"{base}.{e}" not in names or not path.is_file():
                     continue
                 digest = sha256_file(path)
-                if digest == row["sha256"] if row["sha256"] else _decodes(path):
+                if (digest == row["sha256"]) if row["sha256"] else _decodes(path):
                     res.status, res.path, res.sha256 = "skipped", self._rel(path), digest
                     res.bytes = path.stat().st_size
                     return True
