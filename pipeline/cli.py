@@ -282,6 +282,9 @@ def fetch_facescrub(
     list_file: List[Path] = typer.Option(
         [], "--list", help="a FaceScrub list file (repeatable); overrides fetch_facescrub.lists"
     ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="parse the lists, report identities, images and hosts; "
+                                                         "fetch and write nothing"),
+    no_env_proxy: bool = typer.Option(False, "--no-env-proxy", help="ignore HTTP_PROXY / HTTPS_PROXY (connect directly)"),
 ) -> None:
     """Download the FaceScrub images named by the official list files (resumable; writes manifest.csv)."""
     from pipeline import fetch_facescrub as stage
@@ -291,8 +294,10 @@ def fetch_facescrub(
     for lf in lists:
         if not lf.is_file():
             _fail(FileNotFoundError(f"FaceScrub list file {lf} does not exist"))
+    if no_env_proxy:
+        p.fetch_facescrub.env_proxy = False
     try:
-        stage.run(p, params, lists, out, metrics)
+        stage.run(p, params, lists, out, metrics, dry_run=dry_run)
     except (OSError, ValueError) as e:
         _fail(e)
 

@@ -177,6 +177,7 @@ class FetchFaceScrubParams(Strict):
     backoff: float = Field(default=0.5, ge=0, le=60, description="first retry delay in seconds, doubled each retry")
     max_bytes: int = Field(default=20_000_000, ge=1_000, le=2_000_000_000, description="larger bodies are rejected")
     lists: list[str] = Field(default=[], description="list files (facescrub_actors.txt, ...); --list overrides")
+    env_proxy: bool = Field(default=True, description="use HTTP_PROXY / HTTPS_PROXY / NO_PROXY; --no-env-proxy: off")
 
 
 class FinetuneSemiParams(TrainJointParams):

@@ -5,8 +5,11 @@ The lists (facescrub_actors.txt, facescrub_actresses.txt) are tab separated with
     name    image_id    face_id    url    bbox    sha256
 
 where bbox is "x1,y1,x2,y2" in the image's pixels and sha256 is the hash of the image file the
-url served when the list was made. The lists only give urls, so the images must be downloaded
-beforehand. This reader expects them under one folder, named after the list row:
+url served when the list was made. The lists are read as they circulate: with or without the header
+row (without it, the columns are in the order above, sha256 possibly missing), CRLF or LF line ends,
+blank lines anywhere, a UTF-8 BOM, UTF-8 (else Latin-1) text; names are NFC-normalised so that
+"Penélope Cruz" is one identity however its accent was encoded. The lists only give urls, so the
+images must be downloaded beforehand. This reader expects them under one folder, named after the list row:
 
     <image_root>/<name>/<name>_<face_id>.<ext>
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
@@ -140,11 +144,12 @@ def _read_lines(path: Path) -> list[str]:
 
 def _rows(path: Path, lines: list[str], rejects: list[Reject]) -> Iterable[tuple[int, list[str]]]:
     """(line number, cells in COLUMNS order) for each data line; uses the header's column order
-    when the file has one."""
-    order = list(range(len(COLUMNS)))
-    ncols = len(COLUMNS)
+    when the file has one. The sha256 column may be missing (header-less: 5 cells)."""
+    order: list[int | None] = list(range(len(COLUMNS)))
+    widths = (len(COLUMNS), len(COLUMNS) - 1)
     header_done = False
     for i, line in enumerate(lines, start=1):
+        line = line.lstrip("\ufeff")  # a BOM at the start (or where lists were concatenated)
         if not line.strip():
             continue
         cells = [c.strip() for c in line.split("\t")]
@@ -152,24 +157,26 @@ def _rows(path: Path, lines: list[str], rejects: list[Reject]) -> Iterable[tuple
             header_done = True
             names = [c.lower() for c in cells]
             if "name" in names and "face_id" in names:
-                missing = [c for c in COLUMNS if c not in names]
+                missing = [c for c in COLUMNS[:-1] if c not in names]
                 if missing:
                     raise ValueError(f"FaceScrub list {path} header lacks columns {missing}")
-                order = [names.index(c) for c in COLUMNS]
-                ncols = len(cells)
+                order = [names.index(c) if c in names else None for c in COLUMNS]
+                widths = (len(cells),)
                 continue
-        if len(cells) != ncols:
+        if len(cells) not in widths:
+            expected = " or ".join(str(w) for w in widths)
             rejects.append(
-                Reject(f"{path}:{i}", f"malformed line {i} in {path.name}: expected {ncols} tab-separated "
+                Reject(f"{path}:{i}", f"malformed line {i} in {path.name}: expected {expected} tab-separated "
                                       f"columns, got {len(cells)}")
             )
             continue
-        yield i, [cells[j] for j in order]
+        yield i, [cells[j] if j is not None and j < len(cells) else "" for j in order]
 
 
 def _parse_row(cells: list[str]) -> tuple[str, int, tuple[float, float, float, float], str | None] | str:
     """Parsed (name, face_id, box, sha256) or a reason string."""
     name, image_id, face_id, _url, bbox, sha = cells
+    name = unicodedata.normalize("NFC", name)
     if not name:
         return "empty name"
     try:
