@@ -1,10 +1,13 @@
 """MLflow tracking: one tagged run per stage; an unreachable server never stops a stage."""
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
 
+from pipeline.mlflow_sync import pending_records
 from pipeline.tracking import stage_run
 from tests.conftest import REPO, closed_port
 
@@ -12,7 +15,7 @@ from tests.conftest import REPO, closed_port
 def _runs(root):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lrlivae")
-    return client, client.search_runs([exp.experiment_id])
+    return client, client.search_runs([exp.experiment_id], "tags.run_type = 'stage'")
 
 
 def test_unreachable_server_falls_back_to_local_store(isolated_mlflow, monkeypatch, capsys):
@@ -43,12 +46,17 @@ def test_logging_error_mid_run_does_not_stop_the_stage(isolated_mlflow, monkeypa
         def boom(*a, **k):
             raise ConnectionError("server went away")
 
-        monkeypatch.setattr(mlflow, "log_metrics", boom)
+        monkeypatch.setattr(mlflow.MlflowClient, "log_batch", boom)
         t.log_metrics({"a": 1.0})
         t.log_metrics({"b": 2.0})  # warned once, then silent
         done = True
     assert done
-    assert capsys.readouterr().err.count("server went away") == 1
+    err = capsys.readouterr().err
+    assert err.count("MLflow logging failed (ConnectionError: server went away)") == 1
+    assert "2 metric batch(es)" in err and "mlflow-pending" in err  # says what was not logged, and where
+    (record,) = pending_records(isolated_mlflow)
+    rec = json.loads((record / "record.json").read_text())
+    assert [op["metrics"] for op in rec["ops"] if op["op"] == "metrics"] == [{"a": 1.0}, {"b": 2.0}]
 
 
 def test_failed_stage_marks_run_failed(isolated_mlflow):

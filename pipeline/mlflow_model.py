@@ -1,0 +1,165 @@
+"""Trained generators as MLflow models: a pyfunc wrapper around a slim checkpoint.
+
+`mlflow.pyfunc.load_model("models:/lrlivae-train_joint/1").predict(df)` generates faces:
+input  a DataFrame, one row per request: `identity` (class index, 0 .. n_classes - 1; the names are in
+       the model's metadata, `identities`), optional `n` (faces for that identity, default 1) and `seed`
+       (default 0: the same request gives the same faces);
+output uint8 RGB images (sum of n, S, S, 3), the rows' faces one request after another.
+
+The slim checkpoint (`generator.pt`) holds only the generator's weights, its config and the identity list
+(a plain dict, `torch.load(..., weights_only=True)`), not the optimiser state of the DVC checkpoint.
+Loading needs this project installed (`lrlivae` and `pipeline` importable).
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+GENERATOR_FILE = "generator.pt"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def slim_checkpoint(checkpoint: str | Path, out: str | Path) -> dict:
+    """Write the generator part of a stage checkpoint (Lr-LiVAE or baseline) to `out`; return its meta."""
+    import torch
+
+    from lrlivae.train.checkpoint import load_checkpoint
+
+    st = load_checkpoint(checkpoint, map_location="cpu")
+    family = "baseline" if "baseline_config" in st else "lrlivae"
+    cfg_key = "baseline_config" if family == "baseline" else "model_config"
+    if cfg_key not in st or "model" not in st:
+        raise ValueError(f"{checkpoint}: not a generator checkpoint (no {cfg_key} or weights)")
+    slim = {"family": family, "config": st[cfg_key], "model": st["model"], "identities": list(st.get("identities", [])),
+            "stage": st.get("stage", ""), "kind": st.get("kind", "")}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, out)
+    size = int(slim["config"]["net"]["image_size"] if family == "baseline" else slim["config"]["image_size"])
+    return {"family": family, "identities": slim["identities"], "image_size": size, "stage": slim["stage"],
+            "kind": slim["kind"]}
+
+
+def build_generator(slim: dict):
+    """The generator (eval mode) from a slim checkpoint dict."""
+    if slim["family"] == "baseline":
+        from lrlivae.baselines import BaselineConfig, build_baseline
+
+        model = build_baseline(BaselineConfig.from_dict(slim["config"]))
+    else:
+        from lrlivae.nn.config import ModelConfig
+        from lrlivae.nn.model import build_model
+
+        model = build_model(ModelConfig.from_dict(slim["config"]))
+    model.load_state_dict(slim["model"])
+    model.eval()
+    return model
+
+
+def generate_faces(model, requests, n_classes: int) -> np.ndarray:
+    """requests: a DataFrame (or mapping of columns) with identity, optional n and seed -> (N, S, S, 3) uint8."""
+    import pandas as pd
+    import torch
+
+    from lrlivae.data.aligned import to_uint8_images
+
+    df = requests if isinstance(requests, pd.DataFrame) else pd.DataFrame(requests)
+    if "identity" not in df:
+        raise ValueError("the input needs an `identity` column (class index)")
+    out = []
+    for i, row in enumerate(df.itertuples(index=False)):
+        ident = int(getattr(row, "identity"))
+        n = getattr(row, "n", 1)
+        seed = getattr(row, "seed", 0)
+        n = 1 if n is None or pd.isna(n) else int(n)
+        seed = 0 if seed is None or pd.isna(seed) else int(seed)
+        if not 0 <= ident < n_classes:
+            raise ValueError(f"input row {i}: identity {ident} is not a class index in [0, {n_classes})")
+        if not 1 <= n <= 10_000:
+            raise ValueError(f"input row {i}: n = {n} must lie in [1, 10000]")
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            out.append(to_uint8_images(model.generate(y=ident, n=n, generator=g).x))
+    size = int(getattr(model.cfg, "image_size", 0) or model.cfg.net.image_size)
+    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+try:
+    import mlflow.pyfunc
+
+    class FaceGenerator(mlflow.pyfunc.PythonModel):
+        """pyfunc: identity (and n, seed) per row -> generated faces (see the module docstring)."""
+
+        def load_context(self, context):
+            import torch
+
+            slim = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
+            self.n_classes = len(slim["identities"])
+            self.model = build_generator(slim)
+
+        def predict(self, context, model_input, params=None):
+            return generate_faces(self.model, model_input, self.n_classes)
+except ImportError:  # pragma: no cover - MLflow is a dependency; the library itself never imports this
+    FaceGenerator = None
+
+
+def signature(image_size: int):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    inputs = Schema([ColSpec("long", "identity"), ColSpec("long", "n", required=False),
+                     ColSpec("long", "seed", required=False)])
+    outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, image_size, image_size, 3))])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def prepare_generator(checkpoint: str | Path, work_dir: str | Path) -> tuple[Path, dict, str]:
+    """(slim checkpoint path, its meta, the stage checkpoint's sha256): what `log_generator` logs."""
+    slim_path = Path(work_dir) / GENERATOR_FILE
+    return slim_path, slim_checkpoint(checkpoint, slim_path), file_sha256(checkpoint)
+
+
+def log_generator(slim_path: str | Path, meta: dict, sha: str, registered_name: str, tags: dict | None = None):
+    """Log a slim generator checkpoint as a pyfunc model of the active run and register it under
+    `registered_name`; tag the version with the stage checkpoint's sha256. Returns (ModelInfo, version)."""
+    import pandas as pd
+    import torch
+
+    import mlflow
+
+    example = pd.DataFrame({"identity": [0], "n": [2], "seed": [0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "add type hints": the signature is given
+        info = mlflow.pyfunc.log_model(
+            name="generator", python_model=str(Path(__file__).with_name("face_generator_pyfunc.py")),
+            artifacts={"generator": str(slim_path)}, signature=signature(meta["image_size"]), input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                              f"pandas=={pd.__version__}"],
+            metadata={"identities": meta["identities"], "stage": meta["stage"], "kind": meta["kind"],
+                      "checkpoint_sha256": sha, "image_size": meta["image_size"]},
+            registered_model_name=registered_name, await_registration_for=60,
+        )
+    version = getattr(info, "registered_model_version", None)
+    if version is not None:
+        client = mlflow.MlflowClient()
+        for k, v in {"checkpoint_sha256": sha, **(tags or {})}.items():
+            client.set_model_version_tag(registered_name, str(version), k, str(v))
+    return info, version
+
+
+def registered_version(client, name: str, sha: str) -> str | None:
+    """The version of registered model `name` whose checkpoint has this sha256 (the newest), or None."""
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.checkpoint_sha256 = '{sha}'")
+    except Exception:  # a registry without tag search: look through the versions
+        found = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("checkpoint_sha256") == sha]
+    return str(max(int(v.version) for v in found)) if found else None
