@@ -96,18 +96,21 @@ def generate_faces(model, requests, n_classes: int) -> np.ndarray:
 try:
     import mlflow.pyfunc
 
-    class FaceGenerator(mlflow.pyfunc.PythonModel):
-        """pyfunc: identity (and n, seed) per row -> generated faces (see the module docstring)."""
+    with warnings.catch_warnings():  # "add type hints to predict": the logged signature says it
+        warnings.simplefilter("ignore", UserWarning)
 
-        def load_context(self, context):
-            import torch
+        class FaceGenerator(mlflow.pyfunc.PythonModel):
+            """pyfunc: identity (and n, seed) per row -> generated faces (see the module docstring)."""
 
-            slim = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
-            self.n_classes = len(slim["identities"])
-            self.model = build_generator(slim)
+            def load_context(self, context):
+                import torch
 
-        def predict(self, context, model_input, params=None):
-            return generate_faces(self.model, model_input, self.n_classes)
+                slim = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
+                self.n_classes = len(slim["identities"])
+                self.model = build_generator(slim)
+
+            def predict(self, context, model_input, params=None):
+                return generate_faces(self.model, model_input, self.n_classes)
 except ImportError:  # pragma: no cover - MLflow is a dependency; the library itself never imports this
     FaceGenerator = None
 

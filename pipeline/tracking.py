@@ -22,6 +22,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -211,7 +212,9 @@ def dataset_entity(data_dir: Path) -> dict:
     digest = hashlib.sha256("".join(_file_digest(data_dir / f) for f in ("faces.npy", "index.parquet"))
                             .encode()).hexdigest()[:16]
     name = f"aligned/{data_dir.name}"
-    ds = mlflow.data.from_pandas(index, source=str(data_dir.resolve()), name=name, digest=digest)
+    with warnings.catch_warnings():  # "the source can be interpreted in multiple ways": a local folder
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_pandas(index, source=str(data_dir.resolve()), name=name, digest=digest)
     e = ds._to_mlflow_entity()
     return {"name": e.name, "digest": e.digest, "source_type": e.source_type, "source": e.source,
             "schema": e.schema, "profile": e.profile}

@@ -58,8 +58,9 @@ def headline(stage: str, metrics: dict, model: str | None = None) -> dict[str, f
     return out
 
 
-def params_diff(params: dict) -> dict[str, str]:
-    """Flattened params that differ from the schema defaults (pipeline.params), plus the paper's symbols."""
+def params_diff(params: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """(params for the parent run, the changed ones): the flattened params that differ from the schema
+    defaults (pipeline.params), the former plus the paper's symbols whatever their value."""
     from pipeline.params import Params, flatten
 
     flat = {k: str(v) for k, v in flatten(params).items()}
@@ -67,7 +68,8 @@ def params_diff(params: dict) -> dict[str, str]:
         defaults = {k: str(v) for k, v in flatten(Params().model_dump(mode="json")).items()}
     except Exception:  # the schema has required fields: compare with nothing
         defaults = {}
-    return {k: v for k, v in flat.items() if k in PAPER_SYMBOLS or defaults.get(k) != v}
+    changed = {k: v for k, v in flat.items() if defaults.get(k) != v}
+    return {k: v for k, v in flat.items() if k in PAPER_SYMBOLS or k in changed}, changed
 
 
 def execution(root: Path, params: dict, params_path: str | Path, commit: str, phash: str) -> dict:
@@ -78,8 +80,8 @@ def execution(root: Path, params: dict, params_path: str | Path, commit: str, ph
         key, name = f"exp:{exp}@{base[:12]}", exp
     else:
         key, name = f"repro:{commit[:12]}:{phash}", f"repro@{commit[:7]}-{phash[:6]}"
-    diff = params_diff(params)
-    changed = ", ".join(f"{k}={v}" for k, v in diff.items() if k not in PAPER_SYMBOLS) or "(schema defaults)"
+    diff, changed = params_diff(params)
+    changed = ", ".join(f"{k}={v}" for k, v in changed.items()) or "(schema defaults)"
     tags = {"execution_key": key, "run_type": "pipeline", "stage": "pipeline", "git_commit": commit, "dvc_exp_name": exp,
             "dvc_exp_baseline": base, "params_hash": phash, "params_changed": changed[:5000],
             "mlflow.runName": name}
