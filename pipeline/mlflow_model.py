@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 GENERATOR_FILE = "generator.pt"
 
@@ -96,21 +97,18 @@ def generate_faces(model, requests, n_classes: int) -> np.ndarray:
 try:
     import mlflow.pyfunc
 
-    with warnings.catch_warnings():  # "add type hints to predict": the logged signature says it
-        warnings.simplefilter("ignore", UserWarning)
+    class FaceGenerator(mlflow.pyfunc.PythonModel):
+        """pyfunc: identity (and n, seed) per row -> generated faces (see the module docstring)."""
 
-        class FaceGenerator(mlflow.pyfunc.PythonModel):
-            """pyfunc: identity (and n, seed) per row -> generated faces (see the module docstring)."""
+        def load_context(self, context):
+            import torch
 
-            def load_context(self, context):
-                import torch
+            slim = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
+            self.n_classes = len(slim["identities"])
+            self.model = build_generator(slim)
 
-                slim = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
-                self.n_classes = len(slim["identities"])
-                self.model = build_generator(slim)
-
-            def predict(self, context, model_input, params=None):
-                return generate_faces(self.model, model_input, self.n_classes)
+        def predict(self, context, model_input: pd.DataFrame, params=None):  # the signature validates it
+            return generate_faces(self.model, model_input, self.n_classes)
 except ImportError:  # pragma: no cover - MLflow is a dependency; the library itself never imports this
     FaceGenerator = None
 

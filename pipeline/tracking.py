@@ -141,6 +141,9 @@ class Tracker:
         self.log_headline(metrics, model)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if not Path(path).exists():  # a missing file is the stage's business, not a tracking failure
+            _warn(f"{path} does not exist; not logged to MLflow")
+            return
         self._op({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
 
     def log_image(self, image, name: str) -> None:

@@ -14,11 +14,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import yaml
+
 from pipeline.cli import app
 from pipeline.mlflow_sync import pending_records
-from tests.conftest import write_params
+from tests.conftest import REPO, write_params
 from tests.mlflow_server import MlflowServer
 from tests.test_training_stages import make_aligned, train_params
+
+
+PLOTTED = {k: v for e in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] for k, v in e.items()}
 
 
 def _cli(args):
@@ -99,6 +104,9 @@ def test_two_executions_give_two_parent_runs_with_nested_stages_and_registered_m
             assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
             curves = json.loads((workdir / f"reports/{name}/curves/train_joint.json").read_text())
             assert len(curves) == 3 and {"step", "loss/joint/rec", "loss/gm/cls"} <= set(curves[0])
+            for stage in ("train_gm", "train_joint"):  # the fields dvc.yaml plots are the ones training logs
+                rows = json.loads((workdir / f"reports/{name}/curves/{stage}.json").read_text())
+                assert set(PLOTTED[f"reports/curves/{stage}.json"]["y"]) <= set(rows[-1]), stage
         assert sorted(v.version for v in client.search_model_versions("name = 'lrlivae-train_joint'")) == ["1", "2"]
         assert len(client.search_model_versions("name = 'lrlivae-train_gm'")) == 2
 
