@@ -22,7 +22,6 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -160,7 +159,7 @@ class Tracker:
     def log_dataset(self, data_dir: str | Path, context: str = "training") -> None:
         """The aligned set in `data_dir` as a dataset input (its index table, digest of faces + index)."""
         try:
-            entity = dataset_entity(Path(data_dir))
+            entity = ops.dataset_entity(Path(data_dir))
         except Exception as e:
             _warn(f"{data_dir}: not logged as an MLflow dataset ({type(e).__name__}: {e})")
             return
@@ -188,39 +187,11 @@ class Tracker:
         except Exception as e:
             _warn(f"{checkpoint}: cannot tell which registered model it is ({type(e).__name__}: {e})")
             return
-        name = registered_name(st)
+        name = ops.registered_name(st)
         self._op({"op": "scored", "registered_name": name, "sha": file_sha256(checkpoint), "tag": tag})
 
     def pending(self) -> list[dict]:
         return [op for op in self.ops if not op["done"]]
-
-
-def registered_name(checkpoint_state: dict) -> str:
-    """`lrlivae-<stage>` (`lrlivae-baseline-<kind>` for the baselines)."""
-    if "baseline_config" in checkpoint_state:
-        return f"lrlivae-baseline-{checkpoint_state.get('kind', 'model')}"
-    return f"lrlivae-{checkpoint_state.get('stage') or 'model'}"
-
-
-def dataset_entity(data_dir: Path) -> dict:
-    """An MLflow Dataset entity (as a dict) for an aligned set: name, digest, source, schema, profile."""
-    import hashlib
-
-    import mlflow.data
-    import pandas as pd
-
-    from pipeline.training import _file_digest
-
-    index = pd.read_parquet(data_dir / "index.parquet")
-    digest = hashlib.sha256("".join(_file_digest(data_dir / f) for f in ("faces.npy", "index.parquet"))
-                            .encode()).hexdigest()[:16]
-    name = f"aligned/{data_dir.name}"
-    with warnings.catch_warnings():  # "the source can be interpreted in multiple ways": a local folder
-        warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(index, source=str(data_dir.resolve()), name=name, digest=digest)
-    e = ds._to_mlflow_entity()
-    return {"name": e.name, "digest": e.digest, "source_type": e.source_type, "source": e.source,
-            "schema": e.schema, "profile": e.profile}
 
 
 def _start(mlflow, uri: str, root: Path, run_name: str):

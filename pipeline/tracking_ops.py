@@ -217,5 +217,34 @@ def _apply_model(client, run_id: str, op: dict, ctx: dict) -> None:
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
+def registered_name(checkpoint_state: dict) -> str:
+    """`lrlivae-<stage>` (`lrlivae-baseline-<kind>` for the baselines)."""
+    if "baseline_config" in checkpoint_state:
+        return f"lrlivae-baseline-{checkpoint_state.get('kind', 'model')}"
+    return f"lrlivae-{checkpoint_state.get('stage') or 'model'}"
+
+
+def dataset_entity(data_dir: Path) -> dict:
+    """An MLflow Dataset entity (as a dict) for an aligned set: name, digest, source, schema, profile."""
+    import hashlib
+    import warnings
+
+    import mlflow.data
+    import pandas as pd
+
+    from pipeline.training import _file_digest
+
+    index = pd.read_parquet(data_dir / "index.parquet")
+    digest = hashlib.sha256("".join(_file_digest(data_dir / f) for f in ("faces.npy", "index.parquet"))
+                            .encode()).hexdigest()[:16]
+    name = f"aligned/{data_dir.name}"
+    with warnings.catch_warnings():  # "the source can be interpreted in multiple ways": a local folder
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_pandas(index, source=str(data_dir.resolve()), name=name, digest=digest)
+    e = ds._to_mlflow_entity()
+    return {"name": e.name, "digest": e.digest, "source_type": e.source_type, "source": e.source,
+            "schema": e.schema, "profile": e.profile}
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
