@@ -114,12 +114,15 @@ def _check_experiments_in_mlflow(root, env):
             assert k in parent.data.metrics, (parent.info.run_name, k)
         semi = stages["finetune_semi"]
         assert semi.info.run_id in versions  # its registered version points at its run
-        assert stages["evaluate"].data.tags["scored_model_version"] == versions[semi.info.run_id].version
+        assert stages["evaluate"].data.tags["scored_model_version"] == str(versions[semi.info.run_id].version)
     assert set(STAGES) <= {k.data.tags["stage"] for k in client.search_runs(
         [exp_id], f"tags.mlflow.parentRunId = '{repro.info.run_id}'")}
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     faces = mlflow.pyfunc.load_model("models:/lrlivae-finetune_semi/1").predict(pd.DataFrame({"identity": [1], "n": [4]}))
     assert faces.shape == (4, 64, 64, 3)
-    shown = json.loads(_sh([sys.executable, "-m", "dvc", "plots", "show", "--json"], root, env))
+    out = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
     assert shown["data"] and not shown.get("errors")
     assert all(not p.get("errors") and p["content"]["data"]["values"] for v in shown["data"].values() for p in v)

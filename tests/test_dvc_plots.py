@@ -24,12 +24,15 @@ joint = {"loss/joint/rec": 2.0, "loss/joint/kl": 0.3, "loss/joint/lkd": 0.4, "lo
 rows = lambda terms: [{"step": t, **{k: s * v / t for k, v in terms.items()}} for t in (10, 20, 30)]
 write_curves("reports/curves/train_gm.json", rows(gm))
 write_curves("reports/curves/train_joint.json", rows({**gm, **joint}))
-write_curves("reports/curves/finetune_semi.json", rows(joint))
+semi = rows(joint)
+semi[-1]["loss/joint/adv_c"] = 0.7  # a term logged on some steps only (a labeled batch)
+write_curves("reports/curves/finetune_semi.json", semi)
 for kind in ("cvae", "cgan", "cvaegan"):
     write_curves(f"reports/curves/train_baseline_{kind}.json", rows({f"loss/{kind}/total": 2.0}))
 write_toy_spread("reports/curves/toy.json", {e: {"ours": s * e / 50, "cvaegan": 0.4, "real": 1.0} for e in (1, 25, 50)})
 reports = {m: {"inception_score": s * i, "fcd": 10.0 / i, "generated_class_accuracy": 0.1 * i}
            for i, m in enumerate(("cvae", "cgan", "cvaegan", "ours"), 1)}
+reports["cgan"]["fcd"] = float("nan")  # a metric a model lacks
 write_comparison_bars("reports/comparison_plot.json", reports, {})
 '''
 
