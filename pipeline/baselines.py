@@ -193,7 +193,7 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
     with stage_run("evaluate_baseline", params.model_dump(mode="json"), params_path) as tracker:
         tracker.set_tags({"model": kind, "mlflow.runName": f"evaluate_baseline@{kind}"})
         tracker.log_dataset(data_dir, context="evaluation")
-        tracker.log_scored_model(model_path)
+        tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
         m = generation_metrics(model, ev, len(ids), x_te, y_te, cfg, params.seed, device)
         classes = list(range(min(cfg.figure_classes, len(ids))))

@@ -179,7 +179,7 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
     figures_dir = Path(figures_dir)
     with stage_run("evaluate", params.model_dump(mode="json"), params_path) as tracker:
         tracker.log_dataset(data_dir, context="evaluation")
-        tracker.log_scored_model(model_path)
+        tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
         m, table = score_model(model, ev, ds, ids, cfg, params.seed, device)
         table_md = ""
@@ -189,14 +189,14 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
         m["seconds"] = time.perf_counter() - t0
         others = {}
         for name, (other_path, other_metrics) in (also or {}).items():
-            other, _, other_ids = load_scored(other_path, ev_meta, evaluator_path, device)
+            other, other_st, other_ids = load_scored(other_path, ev_meta, evaluator_path, device)
             if other_ids != ids:
                 raise ValueError(f"{other_path} was trained on other identities than {model_path}")
             others[name], _ = score_model(other, ev, ds, ids, cfg, params.seed, device)
             atomic_write_json(other_metrics, others[name])
             tracker.log_metrics({f"{k}/{name}": v for k, v in others[name].items()})
             tracker.log_headline(others[name], model=name)
-            tracker.log_scored_model(other_path, tag=f"scored_model/{name}")
+            tracker.log_scored_model(other_path, other_st, tag=f"scored_model/{name}")
         # figures
         classes = list(range(min(cfg.figure_classes, len(ids))))
         pics = {

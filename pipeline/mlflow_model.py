@@ -1,4 +1,5 @@
-"""Trained generators as MLflow models: a pyfunc wrapper around a slim checkpoint.
+"""Trained generators as MLflow models: logging and registering a slim checkpoint as a pyfunc model
+(the model itself, pipeline.face_generator, is what MLflow rebuilds on load).
 
 `mlflow.pyfunc.load_model("models:/lrlivae-train_joint/1").predict(df)` generates faces:
 input  a DataFrame, one row per request: `identity` (class index, 0 .. n_classes - 1; the names are in
@@ -8,7 +9,8 @@ output uint8 RGB images (sum of n, S, S, 3), the rows' faces one request after a
 
 The slim checkpoint (`generator.pt`) holds only the generator's weights, its config and the identity list
 (a plain dict, `torch.load(..., weights_only=True)`), not the optimiser state of the DVC checkpoint.
-Loading needs this project installed (`lrlivae` and `pipeline` importable).
+Loading needs this project installed (`lrlivae` and `pipeline` importable). This module imports nothing
+of the library, so logging a model adds nothing to what a stage depends on.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 GENERATOR_FILE = "generator.pt"
 
@@ -34,9 +35,10 @@ def slim_checkpoint(checkpoint: str | Path, out: str | Path) -> dict:
     """Write the generator part of a stage checkpoint (Lr-LiVAE or baseline) to `out`; return its meta."""
     import torch
 
-    from lrlivae.train.checkpoint import load_checkpoint
-
-    st = load_checkpoint(checkpoint, map_location="cpu")
+    try:
+        st = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{checkpoint}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     family = "baseline" if "baseline_config" in st else "lrlivae"
     cfg_key = "baseline_config" if family == "baseline" else "model_config"
     if cfg_key not in st or "model" not in st:
@@ -48,69 +50,6 @@ def slim_checkpoint(checkpoint: str | Path, out: str | Path) -> dict:
     size = int(slim["config"]["net"]["image_size"] if family == "baseline" else slim["config"]["image_size"])
     return {"family": family, "identities": slim["identities"], "image_size": size, "stage": slim["stage"],
             "kind": slim["kind"]}
-
-
-def build_generator(slim: dict):
-    """The generator (eval mode) from a slim checkpoint dict."""
-    if slim["family"] == "baseline":
-        from lrlivae.baselines import BaselineConfig, build_baseline
-
-        model = build_baseline(BaselineConfig.from_dict(slim["config"]))
-    else:
-        from lrlivae.nn.config import ModelConfig
-        from lrlivae.nn.model import build_model
-
-        model = build_model(ModelConfig.from_dict(slim["config"]))
-    model.load_state_dict(slim["model"])
-    model.eval()
-    return model
-
-
-def generate_faces(model, requests, n_classes: int) -> np.ndarray:
-    """requests: a DataFrame (or mapping of columns) with identity, optional n and seed -> (N, S, S, 3) uint8."""
-    import pandas as pd
-    import torch
-
-    from lrlivae.data.aligned import to_uint8_images
-
-    df = requests if isinstance(requests, pd.DataFrame) else pd.DataFrame(requests)
-    if "identity" not in df:
-        raise ValueError("the input needs an `identity` column (class index)")
-    out = []
-    for i, row in enumerate(df.itertuples(index=False)):
-        ident = int(getattr(row, "identity"))
-        n = getattr(row, "n", 1)
-        seed = getattr(row, "seed", 0)
-        n = 1 if n is None or pd.isna(n) else int(n)
-        seed = 0 if seed is None or pd.isna(seed) else int(seed)
-        if not 0 <= ident < n_classes:
-            raise ValueError(f"input row {i}: identity {ident} is not a class index in [0, {n_classes})")
-        if not 1 <= n <= 10_000:
-            raise ValueError(f"input row {i}: n = {n} must lie in [1, 10000]")
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            out.append(to_uint8_images(model.generate(y=ident, n=n, generator=g).x))
-    size = int(getattr(model.cfg, "image_size", 0) or model.cfg.net.image_size)
-    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
-
-
-try:
-    import mlflow.pyfunc
-
-    class FaceGenerator(mlflow.pyfunc.PythonModel):
-        """pyfunc: identity (and n, seed) per row -> generated faces (see the module docstring)."""
-
-        def load_context(self, context):
-            import torch
-
-            slim = torch.load(context.artifacts["generator"], map_location="cpu", weights_only=True)
-            self.n_classes = len(slim["identities"])
-            self.model = build_generator(slim)
-
-        def predict(self, context, model_input: pd.DataFrame, params=None):  # the signature validates it
-            return generate_faces(self.model, model_input, self.n_classes)
-except ImportError:  # pragma: no cover - MLflow is a dependency; the library itself never imports this
-    FaceGenerator = None
 
 
 def signature(image_size: int):

@@ -178,18 +178,13 @@ class Tracker:
         self._op({"op": "model", "generator": str(slim), "meta": meta, "sha": sha,
                   "registered_name": registered_name, "tags": tags or {}})
 
-    def log_scored_model(self, checkpoint: str | Path, tag: str = "scored_model") -> None:
-        """Tag the run with the registered model version whose checkpoint is `checkpoint` (by its sha256)."""
-        from lrlivae.train.checkpoint import load_checkpoint
+    def log_scored_model(self, checkpoint: str | Path, state: dict, tag: str = "scored_model") -> None:
+        """Tag the run with the registered version of the model in `checkpoint` (its loaded dict `state`
+        names the stage), found by the checkpoint's sha256."""
         from pipeline.mlflow_model import file_sha256
 
-        try:
-            st = load_checkpoint(checkpoint, map_location="cpu")
-        except Exception as e:
-            _warn(f"{checkpoint}: cannot tell which registered model it is ({type(e).__name__}: {e})")
-            return
-        name = ops.registered_name(st)
-        self._op({"op": "scored", "registered_name": name, "sha": file_sha256(checkpoint), "tag": tag})
+        self._op({"op": "scored", "registered_name": ops.registered_name(state), "sha": file_sha256(checkpoint),
+                  "tag": tag})
 
     def pending(self) -> list[dict]:
         return [op for op in self.ops if not op["done"]]

@@ -15,6 +15,7 @@ tag listing them, and the headline metrics of each stage (HEADLINE).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -226,13 +227,10 @@ def registered_name(checkpoint_state: dict) -> str:
 
 def dataset_entity(data_dir: Path) -> dict:
     """An MLflow Dataset entity (as a dict) for an aligned set: name, digest, source, schema, profile."""
-    import hashlib
     import warnings
 
     import mlflow.data
     import pandas as pd
-
-    from pipeline.training import _file_digest
 
     index = pd.read_parquet(data_dir / "index.parquet")
     digest = hashlib.sha256("".join(_file_digest(data_dir / f) for f in ("faces.npy", "index.parquet"))
@@ -244,6 +242,17 @@ def dataset_entity(data_dir: Path) -> dict:
     e = ds._to_mlflow_entity()
     return {"name": e.name, "digest": e.digest, "source_type": e.source_type, "source": e.source,
             "schema": e.schema, "profile": e.profile}
+
+
+def _file_digest(path: Path, limit: int = 1 << 20) -> str:
+    """sha256 of a file's size and first / last MiB (cheap, and changes whenever the data does)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(limit))
+        f.seek(max(0, size - limit))
+        h.update(f.read(limit))
+    return h.hexdigest()
 
 
 def now_ms() -> int:

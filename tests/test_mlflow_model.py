@@ -10,7 +10,8 @@ import torch
 from lrlivae.baselines import BaselineConfig, build_baseline
 from lrlivae.nn.config import ModelConfig
 from lrlivae.nn.model import build_model
-from pipeline.mlflow_model import build_generator, generate_faces, prepare_generator
+from pipeline.face_generator import build_generator, generate_faces
+from pipeline.mlflow_model import prepare_generator
 
 NET = dict(arch="small", image_size=64, zs_dim=4, zu_dim=4, n_classes=3, width=0.25, enc_hidden=16, adv_hidden=8,
            disc_hidden=16)
@@ -53,3 +54,22 @@ def test_a_non_generator_checkpoint_is_named(tmp_path):
     torch.save({"weights": {}}, bad)
     with pytest.raises(ValueError, match="evaluator.pt: not a generator checkpoint"):
         prepare_generator(bad, tmp_path)
+
+
+def test_a_baseline_registered_in_the_local_store_loads_and_generates(tmp_path, isolated_mlflow):
+    import mlflow
+
+    from pipeline.tracking import stage_run
+    from tests.conftest import REPO
+
+    ckpt = _checkpoints(tmp_path)["cvae"]
+    with stage_run("train_baseline", {"seed": 0}, REPO / "params.yaml") as t:
+        t.log_model(ckpt, "lrlivae-baseline-cvae", tags={"kind": "cvae"})
+    assert not t.pending()
+    mlflow.set_tracking_uri(f"sqlite:///{isolated_mlflow / 'mlflow.db'}")
+    (version,) = mlflow.MlflowClient().search_model_versions("name = 'lrlivae-baseline-cvae'")
+    assert version.run_id == t.run_id and version.tags["kind"] == "cvae" and len(version.tags["checkpoint_sha256"]) == 64
+    model = mlflow.pyfunc.load_model(f"models:/lrlivae-baseline-cvae/{version.version}")
+    assert model.metadata.metadata["identities"] == ["a", "b", "c"]
+    faces = model.predict(pd.DataFrame({"identity": [2], "n": [5]}))
+    assert faces.shape == (5, 64, 64, 3) and faces.dtype == np.uint8
