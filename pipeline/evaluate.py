@@ -63,6 +63,9 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
         atomic_write_json(metrics_path, metrics)
         tracker.log_result(metrics)
         tracker.log_artifact(Path(out_dir) / "evaluator.pt", artifact_path="evaluator")
+        tracker.log_model(Path(out_dir) / "evaluator.pt", "lrlivae-train_evaluator", tags={"stage": "train_evaluator"},
+                          evaluator_meta={"identities": ids, "image_size": int(ds.faces.shape[1]),
+                                          "stage": "train_evaluator"})
     print(f"train_evaluator: test accuracy {metrics['evaluator_test_accuracy']:.4f}")
     return metrics
 

@@ -52,40 +52,50 @@ def slim_checkpoint(checkpoint: str | Path, out: str | Path) -> dict:
             "kind": slim["kind"]}
 
 
-def signature(image_size: int):
+def signature(meta: dict):
+    """The model's signature and input example: a generator reads requests (identity, n, seed) and returns
+    (N, S, S, 3) uint8 faces; the evaluator reads (N, S, S, 3) uint8 faces and returns (N, C) p(y|x)."""
+    import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
+    s = int(meta["image_size"])
+    faces = Schema([TensorSpec(np.dtype(np.uint8), (-1, s, s, 3))])
+    if meta.get("model_type") == "evaluator":
+        probs = Schema([TensorSpec(np.dtype(np.float64), (-1, len(meta["identities"])))])
+        return ModelSignature(inputs=faces, outputs=probs), np.zeros((1, s, s, 3), np.uint8)
     inputs = Schema([ColSpec("long", "identity"), ColSpec("long", "n", required=False),
                      ColSpec("long", "seed", required=False)])
-    outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, image_size, image_size, 3))])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(inputs=inputs, outputs=faces), pd.DataFrame({"identity": [0], "n": [2], "seed": [0]})
 
 
 def prepare_generator(checkpoint: str | Path, work_dir: str | Path) -> tuple[Path, dict, str]:
-    """(slim checkpoint path, its meta, the stage checkpoint's sha256): what `log_generator` logs."""
+    """(slim checkpoint path, its meta, the stage checkpoint's sha256): what `log_pyfunc` logs."""
     slim_path = Path(work_dir) / GENERATOR_FILE
     return slim_path, slim_checkpoint(checkpoint, slim_path), file_sha256(checkpoint)
 
 
-def log_generator(slim_path: str | Path, meta: dict, sha: str, registered_name: str, tags: dict | None = None):
-    """Log a slim generator checkpoint as a pyfunc model of the active run and register it under
-    `registered_name`; tag the version with the stage checkpoint's sha256. Returns (ModelInfo, version)."""
+def log_pyfunc(path: str | Path, meta: dict, sha: str, registered_name: str, tags: dict | None = None):
+    """Log a model file (a slim generator checkpoint, or the evaluator when meta["model_type"] says so) as a
+    pyfunc model of the active run and register it under `registered_name`; tag the version with the stage
+    checkpoint's sha256. Returns (ModelInfo, version)."""
     import pandas as pd
     import torch
 
     import mlflow
 
-    example = pd.DataFrame({"identity": [0], "n": [2], "seed": [0]})
+    kind = meta.get("model_type", "generator")
+    code = {"generator": "face_generator_pyfunc.py", "evaluator": "evaluator_pyfunc.py"}[kind]
+    sig, example = signature(meta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "add type hints": the signature is given
         info = mlflow.pyfunc.log_model(
-            name="generator", python_model=str(Path(__file__).with_name("face_generator_pyfunc.py")),
-            artifacts={"generator": str(slim_path)}, signature=signature(meta["image_size"]), input_example=example,
+            name=kind, python_model=str(Path(__file__).with_name(code)), artifacts={kind: str(path)},
+            signature=sig, input_example=example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
                               f"pandas=={pd.__version__}"],
-            metadata={"identities": meta["identities"], "stage": meta["stage"], "kind": meta["kind"],
-                      "checkpoint_sha256": sha, "image_size": meta["image_size"]},
+            metadata={**{k: meta.get(k, "") for k in ("identities", "stage", "kind", "image_size")},
+                      "checkpoint_sha256": sha},
             registered_model_name=registered_name, await_registration_for=60,
         )
     version = getattr(info, "registered_model_version", None)

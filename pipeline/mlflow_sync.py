@@ -43,7 +43,7 @@ def write_pending(root: Path, record: dict) -> Path:
     tmp = base / f".{name}.tmp"
     (tmp / "files").mkdir(parents=True)
     for i, op in enumerate(record["ops"]):
-        key = {"artifact": "path", "model": "generator"}.get(op["op"])
+        key = {"artifact": "path", "model": "file"}.get(op["op"])
         if key is None or op["done"]:
             continue
         src = Path(op[key])

@@ -166,16 +166,24 @@ class Tracker:
             return
         self._op({"op": "dataset", "dataset": entity, "context": context})
 
-    def log_model(self, checkpoint: str | Path, registered_name: str, tags: dict | None = None) -> None:
-        """Log the generator of `checkpoint` as an MLflow pyfunc model and register it as `registered_name`."""
-        from pipeline.mlflow_model import prepare_generator
+    def log_model(self, checkpoint: str | Path, registered_name: str, tags: dict | None = None,
+                  evaluator_meta: dict | None = None) -> None:
+        """Log the generator of `checkpoint` (or, given `evaluator_meta` = identities and image_size, the
+        evaluator file itself) as an MLflow pyfunc model and register it as `registered_name`."""
+        from pipeline.mlflow_model import file_sha256, prepare_generator
 
+        work = Path(tempfile.mkdtemp(dir=self._scratch))
         try:
-            slim, meta, sha = prepare_generator(checkpoint, Path(tempfile.mkdtemp(dir=self._scratch)))
+            if evaluator_meta is not None:
+                path, meta, sha = work / Path(checkpoint).name, {**evaluator_meta, "model_type": "evaluator"}, \
+                    file_sha256(checkpoint)
+                shutil.copy2(checkpoint, path)
+            else:
+                path, meta, sha = prepare_generator(checkpoint, work)
         except Exception as e:
             _warn(f"{checkpoint}: the model is not logged to MLflow ({type(e).__name__}: {e})")
             return
-        self._op({"op": "model", "generator": str(slim), "meta": meta, "sha": sha,
+        self._op({"op": "model", "file": str(path), "meta": meta, "sha": sha,
                   "registered_name": registered_name, "tags": tags or {}})
 
     def log_scored_model(self, checkpoint: str | Path, state: dict, tag: str = "scored_model") -> None:

@@ -202,17 +202,17 @@ def _apply_model(client, run_id: str, op: dict, ctx: dict) -> None:
     import mlflow
     from mlflow.entities import RunTag
 
-    from pipeline.mlflow_model import log_generator
+    from pipeline.mlflow_model import log_pyfunc
 
-    slim = _file(op, "generator", ctx)
-    if slim is None:
+    path = _file(op, "file", ctx)
+    if path is None:
         return
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
-        info, version = log_generator(slim, op["meta"], op["sha"], op["registered_name"], op.get("tags"))
+        info, version = log_pyfunc(path, op["meta"], op["sha"], op["registered_name"], op.get("tags"))
     else:
         with mlflow.start_run(run_id=run_id, nested=active is not None):
-            info, version = log_generator(slim, op["meta"], op["sha"], op["registered_name"], op.get("tags"))
+            info, version = log_pyfunc(path, op["meta"], op["sha"], op["registered_name"], op.get("tags"))
     tags = {"registered_model": op["registered_name"], "registered_model_version": str(version),
             "model_uri": f"models:/{op['registered_name']}/{version}", "logged_model_uri": info.model_uri}
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])

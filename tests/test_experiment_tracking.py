@@ -120,6 +120,13 @@ def test_two_executions_give_two_parent_runs_with_nested_stages_and_registered_m
         assert model.metadata.get_input_schema().input_names() == ["identity", "n", "seed"]
         with pytest.raises(Exception, match="identity 9"):
             model.predict(pd.DataFrame({"identity": [9]}))
+        # the evaluator too: faces in, p(y|x) out
+        (ev_version,) = client.search_model_versions("name = 'lrlivae-train_evaluator'")
+        ev_run = client.get_run(ev_version.run_id)
+        assert ev_run.data.tags["stage"] == "train_evaluator"
+        assert ev_run.data.tags["mlflow.parentRunId"] == by_lkd["0.1"].info.run_id
+        probs = mlflow.pyfunc.load_model("models:/lrlivae-train_evaluator/1").predict(faces)
+        assert probs.shape == (3, 4) and np.allclose(probs.sum(1), 1)
     finally:
         server.kill()
 
