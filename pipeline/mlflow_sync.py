@@ -128,6 +128,13 @@ def _sync_one(d: Path, root: Path, uri: str) -> SyncResult:
 
 def sync_pending(root: Path, uri: str, only_uri: str | None = None) -> list[SyncResult]:
     """Log every pending record (those first written for `only_uri`, when given) to the store at `uri`."""
+    from pipeline.tracking import keep_env_uri
+
+    with keep_env_uri():
+        return _sync_all(root, uri, only_uri)
+
+
+def _sync_all(root: Path, uri: str, only_uri: str | None) -> list[SyncResult]:
     out = []
     for d in pending_records(root):
         try:

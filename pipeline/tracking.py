@@ -74,6 +74,20 @@ def _warn(msg: str) -> None:
     print(f"[lrlivae] warning: {msg}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def keep_env_uri() -> Iterator[None]:
+    """Restore MLFLOW_TRACKING_URI afterwards: mlflow.set_tracking_uri also sets it in os.environ, which
+    would carry one stage's store (or fallback) over to whatever the process does next."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def quiet_mlflow() -> None:
     """Bounded HTTP calls, no progress bars, no alembic chatter."""
     import logging
@@ -248,6 +262,13 @@ def _open(mlflow, root: Path, run_name: str):
 def stage_run(stage: str, params: dict, params_path: str | Path) -> Iterator[Tracker]:
     """Open one MLflow run for a stage execution, nested under its execution's parent run, tagged and
     with every param logged; on exit end it and keep what could not be logged in the pending folder."""
+    with keep_env_uri():
+        with _stage_run(stage, params, params_path) as tracker:
+            yield tracker
+
+
+@contextlib.contextmanager
+def _stage_run(stage: str, params: dict, params_path: str | Path) -> Iterator[Tracker]:
     from pipeline.mlflow_sync import describe, write_pending
     from pipeline.params import flatten, params_hash
 

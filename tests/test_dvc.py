@@ -117,8 +117,12 @@ def _check_experiments_in_mlflow(root, env):
         assert stages["evaluate"].data.tags["scored_model_version"] == str(versions[semi.info.run_id].version)
     assert set(STAGES) <= {k.data.tags["stage"] for k in client.search_runs(
         [exp_id], f"tags.mlflow.parentRunId = '{repro.info.run_id}'")}
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    faces = mlflow.pyfunc.load_model("models:/lrlivae-finetune_semi/1").predict(pd.DataFrame({"identity": [1], "n": [4]}))
+    from pipeline.tracking import keep_env_uri
+
+    with keep_env_uri():
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        faces = mlflow.pyfunc.load_model("models:/lrlivae-finetune_semi/1").predict(
+            pd.DataFrame({"identity": [1], "n": [4]}))
     assert faces.shape == (4, 64, 64, 3)
     out = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=300)

@@ -2,6 +2,8 @@
 generator, generate the requested number of faces per identity, reproducibly, and reject bad requests."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,7 +58,7 @@ def test_a_non_generator_checkpoint_is_named(tmp_path):
         prepare_generator(bad, tmp_path)
 
 
-def test_a_baseline_registered_in_the_local_store_loads_and_generates(tmp_path, isolated_mlflow):
+def test_a_baseline_registered_in_the_local_store_loads_and_generates(tmp_path, isolated_mlflow, monkeypatch):
     import mlflow
 
     from pipeline.tracking import stage_run
@@ -66,6 +68,8 @@ def test_a_baseline_registered_in_the_local_store_loads_and_generates(tmp_path, 
     with stage_run("train_baseline", {"seed": 0}, REPO / "params.yaml") as t:
         t.log_model(ckpt, "lrlivae-baseline-cvae", tags={"kind": "cvae"})
     assert not t.pending()
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the stage run left the process's setting as it was
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{isolated_mlflow / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{isolated_mlflow / 'mlflow.db'}")
     (version,) = mlflow.MlflowClient().search_model_versions("name = 'lrlivae-baseline-cvae'")
     assert version.run_id == t.run_id and version.tags["kind"] == "cvae" and len(version.tags["checkpoint_sha256"]) == 64

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import mlflow
 import numpy as np
@@ -27,6 +28,7 @@ def test_unreachable_server_falls_back_to_local_store(isolated_mlflow, monkeypat
         t.log_image(np.zeros((8, 8, 3), np.uint8), "grid.png")
     err = capsys.readouterr().err
     assert err.count("is unreachable") == 1 and str(root / "mlflow.db") in err
+    assert os.environ["MLFLOW_TRACKING_URI"].startswith("http://")  # the fallback did not leak into the process
     client, runs = _runs(root)
     assert len(runs) == 1
     run = runs[0]
