@@ -43,6 +43,7 @@ from lrlivae.train.checkpoint import load_checkpoint
 from lrlivae.train.loop import NonFiniteLoss, TrainSettings
 from pipeline.evaluate import generation_metrics, inpainting_metrics, write_figures
 from pipeline.params import Params
+from pipeline.plots import write_curves
 from pipeline.tracking import stage_run
 from pipeline.training import FACTOR_KINDS, TrainingError, _file_digest, model_config
 
@@ -78,7 +79,7 @@ def _rows(ds: AlignedFaces, labels: np.ndarray, split: str) -> np.ndarray:
 
 
 def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: Path, out_dir: Path,
-                       metrics_path: Path) -> dict:
+                       metrics_path: Path, curves_path: Path | None = None) -> dict:
     cfg = params.baselines.common
     steps = getattr(params.baselines, kind).steps or cfg.steps
     info, device = ddp.init_from_env(cfg.device)
@@ -112,6 +113,7 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
     with track as tracker:
         if tracker is not None:
             tracker.set_tags({"model": kind, "mlflow.runName": f"train_baseline@{kind}"})
+            tracker.log_dataset(data_dir, context="training")
 
         def log_fn(metrics: dict, step: int) -> None:
             tracker.log_metrics({k: v for k, v in metrics.items() if k != "lr/gm_sigma"}, step=step)
@@ -137,8 +139,11 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
         if HAS_ENCODER[kind] and len(te):
             metrics["recon_mse_test"] = bev.reconstruction_mse(model, ds.faces, te, labels, device)
         atomic_write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics, step=trainer.step)
+        if curves_path is not None:
+            write_curves(curves_path, trainer.history)
+        tracker.log_result(metrics, step=trainer.step, model=kind)
         tracker.log_artifact(ckpt, artifact_path="checkpoint")
+        tracker.log_model(ckpt, f"lrlivae-baseline-{kind}", tags={"stage": "train_baseline", "kind": kind})
     print(f"train_baseline {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 
@@ -187,6 +192,8 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
     figures_dir, csv_path = Path(out_dir) / "figures", Path(out_dir) / "disentanglement.csv"
     with stage_run("evaluate_baseline", params.model_dump(mode="json"), params_path) as tracker:
         tracker.set_tags({"model": kind, "mlflow.runName": f"evaluate_baseline@{kind}"})
+        tracker.log_dataset(data_dir, context="evaluation")
+        tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
         m = generation_metrics(model, ev, len(ids), x_te, y_te, cfg, params.seed, device)
         classes = list(range(min(cfg.figure_classes, len(ids))))
@@ -200,6 +207,6 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
         m["seconds"] = time.perf_counter() - t0
         write_figures(tracker, figures_dir, pics, st.get("history") or [])
         atomic_write_json(metrics_path, m)
-        tracker.log_metrics(m)
+        tracker.log_result(m, model=kind)
     print(f"evaluate_baseline {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
     return m

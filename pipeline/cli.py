@@ -76,7 +76,8 @@ def align(
         _fail(e)
 
 
-def _train(stage: str, params: Path, data: Path, out: Path, metrics: Path, init: Optional[Path]) -> None:
+def _train(stage: str, params: Path, data: Path, out: Path, metrics: Path, init: Optional[Path],
+           curves: Optional[Path] = None) -> None:
     from pipeline.training import TrainingError, run_training
 
     p = _load(params)
@@ -85,7 +86,7 @@ def _train(stage: str, params: Path, data: Path, out: Path, metrics: Path, init:
     if init is not None and not init.exists():
         _fail(FileNotFoundError(f"{init} does not exist; run `dvc repro train_gm` first"))
     try:
-        run_training(stage, p, params, data, out, metrics, init_checkpoint=init)
+        run_training(stage, p, params, data, out, metrics, init_checkpoint=init, curves_path=curves)
     except TrainingError as e:
         _fail(e)
 
@@ -96,9 +97,10 @@ def train_gm(
     data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
     out: Path = typer.Option(Path("models/train_gm"), help="folder for model.pt"),
     metrics: Path = typer.Option(Path("reports/train_gm.json"), help="metrics JSON"),
+    curves: Optional[Path] = typer.Option(None, help="loss curves JSON (a DVC plot)"),
 ) -> None:
     """Stage 1: pre-train Encoder^s and the Gaussian-mixture prior with L_GM (Eq. 9)."""
-    _train("train_gm", params, data, out, metrics, None)
+    _train("train_gm", params, data, out, metrics, None, curves)
 
 
 @app.command("train-joint")
@@ -108,9 +110,10 @@ def train_joint(
     init: Path = typer.Option(Path("models/train_gm/model.pt"), help="the train_gm checkpoint to start from"),
     out: Path = typer.Option(Path("models/train_joint"), help="folder for model.pt"),
     metrics: Path = typer.Option(Path("reports/train_joint.json"), help="metrics JSON"),
+    curves: Optional[Path] = typer.Option(None, help="loss curves JSON (a DVC plot)"),
 ) -> None:
     """Stage 2: Algorithm 1, n_gm GM steps then one joint step of every network, per iteration."""
-    _train("train_joint", params, data, out, metrics, init)
+    _train("train_joint", params, data, out, metrics, init, curves)
 
 
 @app.command("finetune-semi")
@@ -122,6 +125,7 @@ def finetune_semi(
     out: Path = typer.Option(Path("models/finetune_semi"), help="folder for model.pt"),
     metrics: Path = typer.Option(Path("reports/finetune_semi.json"), help="metrics JSON"),
     figures: Path = typer.Option(Path("reports/figures/finetune_semi"), help="folder for the swap figures"),
+    curves: Optional[Path] = typer.Option(None, help="loss curves JSON (a DVC plot)"),
 ) -> None:
     """Stage 3: semi-supervised fine-tuning on unlabeled faces with the ambiguous Gaussian (Eq. 11)."""
     from pipeline import finetune_semi as stage
@@ -133,7 +137,7 @@ def finetune_semi(
         if not path.exists():
             _fail(FileNotFoundError(f"{path} does not exist; run {what} first"))
     try:
-        stage.run(p, params, data, labeled, init, out, metrics, figures)
+        stage.run(p, params, data, labeled, init, out, metrics, figures, curves=curves)
     except TrainingError as e:
         _fail(e)
 
@@ -198,6 +202,7 @@ def train_baseline(
     data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
     out: Optional[Path] = typer.Option(None, help="folder for model.pt (default models/baselines/KIND)"),
     metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default reports/baselines/train_KIND.json)"),
+    curves: Optional[Path] = typer.Option(None, help="loss curves JSON (a DVC plot)"),
 ) -> None:
     """Train a label-conditioned baseline (cVAE, cGAN with a projection discriminator, or cVAE-GAN)."""
     from pipeline.baselines import run_train_baseline
@@ -209,7 +214,7 @@ def train_baseline(
         _fail(FileNotFoundError(f"{data}/faces.npy does not exist; run `dvc repro align` first"))
     try:
         run_train_baseline(kind, p, params, data, out or Path(f"models/baselines/{kind}"),
-                           metrics or Path(f"reports/baselines/train_{kind}.json"))
+                           metrics or Path(f"reports/baselines/train_{kind}.json"), curves_path=curves)
     except TrainingError as e:
         _fail(e)
 
@@ -250,6 +255,7 @@ def compare(
     baselines: Path = typer.Option(Path("reports/baselines"), help="folder of the baseline reports (KIND.json)"),
     out_json: Path = typer.Option(Path("reports/comparison.json"), help="flat comparison metrics"),
     out_md: Path = typer.Option(Path("reports/comparison.md"), help="the comparison tables"),
+    out_plot: Optional[Path] = typer.Option(None, help="bar-plot rows, one per model (a DVC plot)"),
 ) -> None:
     """The paper's comparison tables (Tables 1, 2; FCD, inpainting, disentanglement) from the reports."""
     from pipeline.compare import run_compare
@@ -257,7 +263,7 @@ def compare(
     p = _load(params)
     if not ours.exists():
         _fail(FileNotFoundError(f"{ours} does not exist; run `dvc repro evaluate` first"))
-    run_compare(p, params, ours, baselines, ours_table, out_json, out_md, ours_figures, ours_joint)
+    run_compare(p, params, ours, baselines, ours_table, out_json, out_md, ours_figures, ours_joint, out_plot)
 
 
 @app.command()
@@ -266,12 +272,13 @@ def toy(
     metrics: Path = typer.Option(Path("reports/toy.json"), help="metrics JSON"),
     figures: Path = typer.Option(Path("reports/figures/toy"), help="folder for fig2.png"),
     report: Path = typer.Option(Path("reports/toy.md"), help="the Markdown report"),
+    curves: Optional[Path] = typer.Option(None, help="y-spread per figure epoch, JSON (a DVC plot)"),
 ) -> None:
     """Toy example (Sec. 4.1, Fig. 2): Lr-LiVAE against cVAE-GAN on three noisy half circles."""
     from pipeline import toy as stage
 
     p = _load(params)
-    stage.run(p, params, metrics, figures, report)
+    stage.run(p, params, metrics, figures, report, curves=curves)
 
 
 @app.command("fetch-facescrub")
@@ -316,6 +323,31 @@ def show_params_cmd(
     except ParamsError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+
+
+@app.command("mlflow-sync")
+def mlflow_sync(
+    tracking_uri: Optional[str] = typer.Option(None, help="the store to log to (default: MLFLOW_TRACKING_URI, "
+                                                          "else the repo's mlflow.db)"),
+) -> None:
+    """Log what stages could not log to MLflow (mlflow-pending/): into the same runs when the store has them."""
+    from pipeline.mlflow_sync import pending_records, sync_pending
+    from pipeline.tracking import quiet_mlflow, repo_root
+    from pipeline.tracking import tracking_uri as default_tracking_uri
+
+    quiet_mlflow()
+    root = repo_root()
+    uri = tracking_uri or default_tracking_uri(root)
+    if not pending_records(root):
+        typer.echo(f"nothing pending in {root / 'mlflow-pending'}")
+        return
+    results = sync_pending(root, uri)
+    for r in results:
+        typer.echo(f"{r.record.name}: {r.message}" + (f" (run {r.run_id})" if r.run_id else ""))
+    failed = [r for r in results if not r.ok]
+    typer.echo(f"{len(results) - len(failed)} of {len(results)} record(s) logged to {uri}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

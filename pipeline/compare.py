@@ -25,6 +25,7 @@ from lrlivae.baselines.models import KINDS, NAMES
 from lrlivae.evaluate.inpaint import MASKS
 from lrlivae.io import atomic_write_bytes, atomic_write_json
 from pipeline.params import Params
+from pipeline.plots import write_comparison_bars
 from pipeline.tracking import stage_run
 
 OURS = "ours"
@@ -200,7 +201,8 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
 
 
 def run_compare(params: Params, params_path: Path, ours: Path, baselines_dir: Path, ours_table: Path | None,
-                out_json: Path, out_md: Path, ours_figures: Path | None = None, ours_joint: Path | None = None) -> dict:
+                out_json: Path, out_md: Path, ours_figures: Path | None = None, ours_joint: Path | None = None,
+                out_plot: Path | None = None) -> dict:
     reports = load_reports(ours, baselines_dir, ours_joint)
     add_label_free_scores(reports, ours_table, baselines_dir, list(params.evaluate.nuisance_factors))
     flat = flat_metrics(reports)
@@ -209,6 +211,8 @@ def run_compare(params: Params, params_path: Path, ours: Path, baselines_dir: Pa
     atomic_write_json(out_json, out)
     md = comparison_markdown(reports, cid, ours_table, baselines_dir, ours_figures, out_md)
     atomic_write_bytes(out_md, md.encode())
+    if out_plot is not None:
+        write_comparison_bars(out_plot, reports, {k: k for k in reports})
     p = params.model_dump(mode="json")
     for model, m in reports.items():
         with stage_run("compare", p, params_path) as tracker:
@@ -216,7 +220,7 @@ def run_compare(params: Params, params_path: Path, ours: Path, baselines_dir: Pa
             tracker.log_metrics(m)
     with stage_run("compare", p, params_path) as tracker:
         tracker.set_tags({"comparison": cid, "model": "all", "mlflow.runName": "compare@all"})
-        tracker.log_metrics(flat)
+        tracker.log_result(flat)
         tracker.log_artifact(out_md)
         tracker.log_artifact(out_json)
     print(f"compare: {', '.join(reports)} -> {out_md} (MLflow: tags.comparison = \"{cid}\")")

@@ -52,6 +52,7 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
     tr, te = ds.split_indices("train"), ds.split_indices("test")
     tr, te = np.sort(tr[labels[tr] >= 0]), np.sort(te[labels[te] >= 0])
     with stage_run("train_evaluator", params.model_dump(mode="json"), params_path) as tracker:
+        tracker.log_dataset(data_dir, context="training")
         start = time.perf_counter()
         model = train_evaluator(np.asarray(ds.faces[tr]), labels[tr], epochs=cfg.epochs, batch=cfg.batch_size,
                                 lr=cfg.lr, optimizer=cfg.optimizer, seed=params.seed, progress=lambda r: tracker.log_metrics(
@@ -60,8 +61,11 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
                    "evaluator_train_seconds": time.perf_counter() - start, "classes": len(ids)}
         save_evaluator(model, Path(out_dir) / "evaluator.pt", identities=ids)
         atomic_write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
+        tracker.log_result(metrics)
         tracker.log_artifact(Path(out_dir) / "evaluator.pt", artifact_path="evaluator")
+        tracker.log_model(Path(out_dir) / "evaluator.pt", "lrlivae-train_evaluator", tags={"stage": "train_evaluator"},
+                          evaluator_meta={"identities": ids, "image_size": int(ds.faces.shape[1]),
+                                          "stage": "train_evaluator"})
     print(f"train_evaluator: test accuracy {metrics['evaluator_test_accuracy']:.4f}")
     return metrics
 
@@ -177,6 +181,8 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
     x_te = np.asarray(ds.faces[te])
     figures_dir = Path(figures_dir)
     with stage_run("evaluate", params.model_dump(mode="json"), params_path) as tracker:
+        tracker.log_dataset(data_dir, context="evaluation")
+        tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
         m, table = score_model(model, ev, ds, ids, cfg, params.seed, device)
         table_md = ""
@@ -186,12 +192,14 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
         m["seconds"] = time.perf_counter() - t0
         others = {}
         for name, (other_path, other_metrics) in (also or {}).items():
-            other, _, other_ids = load_scored(other_path, ev_meta, evaluator_path, device)
+            other, other_st, other_ids = load_scored(other_path, ev_meta, evaluator_path, device)
             if other_ids != ids:
                 raise ValueError(f"{other_path} was trained on other identities than {model_path}")
             others[name], _ = score_model(other, ev, ds, ids, cfg, params.seed, device)
             atomic_write_json(other_metrics, others[name])
             tracker.log_metrics({f"{k}/{name}": v for k, v in others[name].items()})
+            tracker.log_headline(others[name], model=name)
+            tracker.log_scored_model(other_path, other_st, tag=f"scored_model/{name}")
         # figures
         classes = list(range(min(cfg.figure_classes, len(ids))))
         pics = {
@@ -203,7 +211,7 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
         }
         write_figures(tracker, figures_dir, pics, st.get("history") or [])
         atomic_write_json(metrics_path, m)
-        tracker.log_metrics(m)
+        tracker.log_result(m)
         report = _report(m, table_md, pics, figures_dir, report_path, others)
         atomic_write_bytes(report_path, report.encode())
         tracker.log_artifact(report_path)

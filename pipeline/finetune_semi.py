@@ -71,7 +71,7 @@ def swap_metrics(model, device, unl: AlignedFaces, predictor, usable: dict[str, 
 
 
 def run(params: Params, params_path: Path, unlabeled_dir: Path, labeled_dir: Path, init: Path, out_dir: Path,
-        metrics_path: Path, figures_dir: Path) -> dict:
+        metrics_path: Path, figures_dir: Path, curves: Path | None = None) -> dict:
     from lrlivae.data.synthetic import IDENTITY_FACTORS, NUISANCE_FACTORS
 
     unl, lab = AlignedFaces(unlabeled_dir), AlignedFaces(labeled_dir)
@@ -114,5 +114,5 @@ def run(params: Params, params_path: Path, unlabeled_dir: Path, labeled_dir: Pat
         return metrics
 
     return run_training("finetune_semi", params, params_path, unlabeled_dir, out_dir, metrics_path,
-                        init_checkpoint=init, labeled_dir=labeled_dir, final_metrics=final)
+                        init_checkpoint=init, labeled_dir=labeled_dir, final_metrics=final, curves_path=curves)
 

@@ -26,6 +26,7 @@ from lrlivae.toy import MODELS, ToyConfig, class_metrics, sample_half_circles, t
 from lrlivae.toy.data import N_CLASSES
 from lrlivae.toy.figure import fig2
 from pipeline.params import Params
+from pipeline.plots import write_toy_spread
 from pipeline.tracking import stage_run
 
 NAMES = {"ours": "Lr-LiVAE (ours)", "cvaegan": "cVAE-GAN"}
@@ -103,13 +104,17 @@ def _report(m: dict[str, float], seeds: list[int], fig_rel: str) -> str:
     return "\n".join(lines)
 
 
-def run(params: Params, params_path: Path, metrics_path: Path, figures_dir: Path, report_path: Path) -> dict:
+def run(params: Params, params_path: Path, metrics_path: Path, figures_dir: Path, report_path: Path,
+        curves: Path | None = None) -> dict:
+    """Train and measure (protocol above); `curves`: the y-spread (std_ratio_y, mean over seeds) per figure
+    epoch of each model and of a second real draw, as JSON rows (a DVC plot)."""
     p, cfg = params.toy, toy_config(params)
     seeds = list(p.seeds)
     real, real_y = sample_half_circles(p.eval_per_class, spacing=p.spacing, noise=p.noise, seed=p.eval_seed)
     metric = lambda g, gy: class_metrics(g, gy, real, real_y, N_CLASSES, p.swd_projections, p.eval_seed)  # noqa: E731
     per_seed: dict[str, list[dict]] = {k: [] for k in MODELS}
     shown: dict[str, dict] = {}
+    spread: dict[int, dict[str, list[float]]] = {}  # epoch -> model -> std_ratio_y per seed
     with stage_run("toy", params.model_dump(mode="json"), params_path) as tracker:
         t0 = time.perf_counter()
         for seed in seeds:
@@ -122,8 +127,9 @@ def run(params: Params, params_path: Path, metrics_path: Path, figures_dir: Path
                     tracker.log_metrics({f"{kind}/seed{seed}/{k}": v for k, v in row.items() if k != "epoch"},
                                         step=row["epoch"])
                 for e, (g, gy) in sorted(res.snapshots.items()):
-                    tracker.log_metrics({f"{kind}/seed{seed}/{k}": v for k, v in metric(g, gy).items()
-                                         if k in MEASURES}, step=e)
+                    at = metric(g, gy)
+                    tracker.log_metrics({f"{kind}/seed{seed}/{k}": v for k, v in at.items() if k in MEASURES}, step=e)
+                    spread.setdefault(e, {}).setdefault(kind, []).append(at["std_ratio_y"])
                 per_seed[kind].append(metric(*res.snapshots[p.epochs]))
                 if seed == seeds[0]:
                     shown[kind] = res.snapshots
@@ -134,6 +140,9 @@ def run(params: Params, params_path: Path, metrics_path: Path, figures_dir: Path
         floor = metric(*sample_half_circles(p.eval_per_class, spacing=p.spacing, noise=p.noise, seed=p.eval_seed + 1))
         m.update({f"real_{k}": floor[k] for k in MEASURES})
         m["seconds"] = time.perf_counter() - t0
+        if curves is not None:
+            write_toy_spread(curves, {e: {**{k: float(np.mean(v)) for k, v in by.items()}, "real": floor["std_ratio_y"]}
+                                      for e, by in spread.items()})
         tmp = temp_dir_beside(figures_dir)
         img = fig2({k: shown[k] for k in MODELS}, list(p.figure_epochs), real[:: max(1, p.eval_per_class // 300)],
                    row_names=NAMES, max_per_class=p.figure_per_class)
@@ -142,7 +151,7 @@ def run(params: Params, params_path: Path, metrics_path: Path, figures_dir: Path
         atomic_write_json(metrics_path, m)
         fig_rel = os.path.relpath(Path(figures_dir) / "fig2.png", Path(report_path).parent)
         atomic_write_bytes(report_path, _report(m, seeds, Path(fig_rel).as_posix()).encode())
-        tracker.log_metrics(m)
+        tracker.log_result(m)
         tracker.log_artifact(Path(figures_dir) / "fig2.png", artifact_path="images")
         tracker.log_artifact(report_path)
     print(f"toy: ours std_ratio_y {m['ours_std_ratio_y']:.3f} swd {m['ours_swd']:.4f}; cVAE-GAN std_ratio_y "

@@ -20,6 +20,7 @@ from lrlivae.train.checkpoint import load_checkpoint
 from lrlivae.train.loop import NonFiniteLoss, Trainer, TrainSettings
 from lrlivae.train.steps import LossWeights
 from pipeline.params import Params, TrainCommon
+from pipeline.plots import write_curves
 from pipeline.tracking import stage_run
 
 
@@ -121,10 +122,12 @@ MODES = {"train_gm": "gm", "train_joint": "joint", "finetune_semi": "semi"}
 
 def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, out_dir: Path,
                  metrics_path: Path, init_checkpoint: Path | None = None, labeled_dir: Path | None = None,
-                 final_metrics=None) -> dict:
+                 final_metrics=None, curves_path: Path | None = None) -> dict:
     """Train one stage. train_gm / train_joint: `data_dir` is the labeled set. finetune_semi: `data_dir` is
     the unlabeled set and `labeled_dir` the labeled one (validation GM accuracy, optional mixing).
-    final_metrics(model, device) -> dict replaces the default measurements when given."""
+    final_metrics(model, device) -> dict replaces the default measurements when given. curves_path: the
+    logged loss terms per logged step as JSON rows (a DVC plot). MLflow: the run gets the data sets as
+    inputs, the final metrics (headline ones on the parent run) and the model, registered as lrlivae-<stage>."""
     cfg: TrainCommon = getattr(params, stage)
     mode = MODES[stage]
     info, device = ddp.init_from_env(cfg.device)
@@ -179,6 +182,9 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
     recon_rows = ds.split_indices("val")[:16] if len(ds.split_indices("val")) else rows[:16]
     track = stage_run(stage, params.model_dump(mode="json"), params_path) if info.is_main else contextlib.nullcontext()
     with track as tracker:
+        for d in dict.fromkeys([data_dir, labeled_dir or data_dir]) if tracker is not None else ():
+            tracker.log_dataset(d, context="training")
+
         def log_fn(metrics: dict, step: int) -> None:
             tracker.log_metrics(metrics, step=step)
 
@@ -213,7 +219,10 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
             metrics = quality_metrics(model, ds, identities, device, mode)
         metrics["steps"] = trainer.step
         atomic_write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics, step=trainer.step)
+        if curves_path is not None:
+            write_curves(curves_path, trainer.history)
+        tracker.log_result(metrics, step=trainer.step)
         tracker.log_artifact(ckpt, artifact_path="checkpoint")
+        tracker.log_model(ckpt, f"lrlivae-{stage}", tags={"stage": stage})
     print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("factor_")))
     return metrics

@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import REPO, closed_port, tiny_params, write_params
 
-COPY = ["dvc.yaml", "src", "pipeline"]
+COPY = ["dvc.yaml", "src", "pipeline", ".gitignore"]
 STAGES = ("synth", "align", "train_gm", "train_joint", "finetune_semi", "train_evaluator", "evaluate")
 
 
@@ -85,3 +85,49 @@ def test_exp_run_with_lambda_lkd_reruns_exactly_the_stages_that_use_it(scratch_r
     out = _sh(dvc + ["exp", "run", "-S", "++train_joint.rec_dec=5.0"], root, env)
     ran = {s for s in STAGES if f"Running stage '{s}'" in out}
     assert ran == {"train_joint", "finetune_semi", "evaluate"}, out
+    _check_experiments_in_mlflow(root, env)
+
+
+def _check_experiments_in_mlflow(root, env):
+    """After `dvc repro` and two `dvc exp run`: three parent runs, each with its stage runs nested, its
+    headline metrics and its registered models; a version generates faces; the declared plots render."""
+    import json
+
+    import mlflow
+    import pandas as pd
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("lrlivae").experiment_id
+    parents = client.search_runs([exp_id], "tags.run_type = 'pipeline'")
+    assert len(parents) == 3
+    by_exp = {p.data.tags["dvc_exp_name"]: p for p in parents}
+    repro = by_exp.pop("")
+    assert len(by_exp) == 2
+    assert {p.data.params["lambda_lkd"] for p in by_exp.values()} == {"0.2"} != {repro.data.params["lambda_lkd"]}
+    assert ["train_joint.rec_dec=5.0" in p.data.tags["params_changed"] for p in by_exp.values()].count(True) == 1
+    versions = {v.run_id: v for v in client.search_model_versions("name = 'lrlivae-finetune_semi'")}
+    assert len(versions) == 3
+    for parent in [repro, *by_exp.values()]:
+        kids = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        stages = {k.data.tags["stage"]: k for k in kids}
+        assert {"train_joint", "finetune_semi", "evaluate"} <= set(stages)
+        for k in ("inception_score", "fcd", "generated_class_accuracy", "zs_accuracy", "verification_auc"):
+            assert k in parent.data.metrics, (parent.info.run_name, k)
+        semi = stages["finetune_semi"]
+        assert semi.info.run_id in versions  # its registered version points at its run
+        assert stages["evaluate"].data.tags["scored_model_version"] == str(versions[semi.info.run_id].version)
+    assert set(STAGES) <= {k.data.tags["stage"] for k in client.search_runs(
+        [exp_id], f"tags.mlflow.parentRunId = '{repro.info.run_id}'")}
+    from pipeline.tracking import keep_env_uri
+
+    with keep_env_uri():
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        faces = mlflow.pyfunc.load_model("models:/lrlivae-finetune_semi/1").predict(
+            pd.DataFrame({"identity": [1], "n": [4]}))
+    assert faces.shape == (4, 64, 64, 3)
+    out = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["data"] and not shown.get("errors")
+    assert all(not p.get("errors") and p["content"]["data"]["values"] for v in shown["data"].values() for p in v)

@@ -1,10 +1,14 @@
 """MLflow tracking: one tagged run per stage; an unreachable server never stops a stage."""
 from __future__ import annotations
 
+import json
+import os
+
 import mlflow
 import numpy as np
 import pytest
 
+from pipeline.mlflow_sync import pending_records
 from pipeline.tracking import stage_run
 from tests.conftest import REPO, closed_port
 
@@ -12,7 +16,7 @@ from tests.conftest import REPO, closed_port
 def _runs(root):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lrlivae")
-    return client, client.search_runs([exp.experiment_id])
+    return client, client.search_runs([exp.experiment_id], "tags.run_type = 'stage'")
 
 
 def test_unreachable_server_falls_back_to_local_store(isolated_mlflow, monkeypatch, capsys):
@@ -24,6 +28,7 @@ def test_unreachable_server_falls_back_to_local_store(isolated_mlflow, monkeypat
         t.log_image(np.zeros((8, 8, 3), np.uint8), "grid.png")
     err = capsys.readouterr().err
     assert err.count("is unreachable") == 1 and str(root / "mlflow.db") in err
+    assert os.environ["MLFLOW_TRACKING_URI"].startswith("http://")  # the fallback did not leak into the process
     client, runs = _runs(root)
     assert len(runs) == 1
     run = runs[0]
@@ -43,12 +48,17 @@ def test_logging_error_mid_run_does_not_stop_the_stage(isolated_mlflow, monkeypa
         def boom(*a, **k):
             raise ConnectionError("server went away")
 
-        monkeypatch.setattr(mlflow, "log_metrics", boom)
+        monkeypatch.setattr(mlflow.MlflowClient, "log_batch", boom)
         t.log_metrics({"a": 1.0})
         t.log_metrics({"b": 2.0})  # warned once, then silent
         done = True
     assert done
-    assert capsys.readouterr().err.count("server went away") == 1
+    err = capsys.readouterr().err
+    assert err.count("MLflow logging failed (ConnectionError: server went away)") == 1
+    assert "2 metric batch(es)" in err and "mlflow-pending" in err  # says what was not logged, and where
+    (record,) = pending_records(isolated_mlflow)
+    rec = json.loads((record / "record.json").read_text())
+    assert [op["metrics"] for op in rec["ops"] if op["op"] == "metrics"] == [{"a": 1.0}, {"b": 2.0}]
 
 
 def test_failed_stage_marks_run_failed(isolated_mlflow):
@@ -57,3 +67,100 @@ def test_failed_stage_marks_run_failed(isolated_mlflow):
             raise RuntimeError("bad")
     _, runs = _runs(isolated_mlflow)
     assert runs[0].info.status == "FAILED"
+
+
+def _parents(root):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lrlivae")
+    return client, client.search_runs([exp.experiment_id], "tags.run_type = 'pipeline'")
+
+
+def test_stages_of_one_execution_share_one_parent(isolated_mlflow, monkeypatch, tmp_path):
+    params = {"seed": 0, "lambda_lkd": 0.05, "toy": {"epochs": 3}}
+    p1 = tmp_path / "p1.yaml"
+    p1.write_text("lambda_lkd: 0.05\n")
+    for stage in ("train_gm", "train_joint"):
+        with stage_run(stage, params, p1) as t:
+            t.log_result({"gm_test_accuracy": 0.5, "other": 1.0})
+    client, parents = _parents(isolated_mlflow)
+    (parent,) = parents
+    kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(k.data.tags["stage"] for k in kids) == ["train_gm", "train_joint"]
+    assert parent.data.metrics == {"train_gm/gm_test_accuracy": 0.5, "train_joint/gm_test_accuracy": 0.5}
+    assert parent.data.params["lambda_lkd"] == "0.05" and parent.data.params["toy.epochs"] == "3"
+    assert "seed" in parent.data.params and "lambda_lkd=0.05" in parent.data.tags["params_changed"]
+    # another params file: another execution; a DVC experiment: keyed and named by its name
+    p2 = tmp_path / "p2.yaml"
+    p2.write_text("lambda_lkd: 0.2\n")
+    with stage_run("train_gm", params, p2):
+        pass
+    monkeypatch.setenv("DVC_EXP_NAME", "sunny-lake")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "a" * 40)
+    for _ in range(2):
+        with stage_run("train_gm", params, p2):
+            pass
+    _, parents = _parents(isolated_mlflow)
+    assert len(parents) == 3
+    exp_parent = [p for p in parents if p.data.tags["dvc_exp_name"] == "sunny-lake"]
+    assert [p.info.run_name for p in exp_parent] == ["sunny-lake"]
+    assert exp_parent[0].data.tags["execution_key"] == "exp:sunny-lake@" + "a" * 12
+
+
+def test_parent_created_twice_at_once_keeps_the_oldest(isolated_mlflow, monkeypatch):
+    from pipeline import tracking_ops
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{isolated_mlflow / 'mlflow.db'}")
+    exp_id = client.create_experiment("lrlivae")
+    ex = tracking_ops.execution(isolated_mlflow, {"seed": 1}, REPO / "params.yaml", "c" * 40, "h" * 12)
+    first = tracking_ops.find_or_create_parent(client, exp_id, ex)
+    real = tracking_ops._parents
+    calls = []
+
+    def racing(*a):  # the second stage searched before the first had created the parent
+        calls.append(1)
+        return [] if len(calls) == 1 else real(*a)
+
+    monkeypatch.setattr(tracking_ops, "_parents", racing)
+    assert tracking_ops.find_or_create_parent(client, exp_id, ex) == first
+    live = client.search_runs([exp_id], "tags.run_type = 'pipeline'")
+    assert [r.info.run_id for r in live] == [first]
+
+
+def test_sync_replays_into_a_new_run_when_the_store_lost_it(isolated_mlflow, monkeypatch, capsys):
+    from pipeline.mlflow_sync import sync_pending
+
+    root = isolated_mlflow
+    boom_store = root / "other"
+    boom_store.mkdir()
+    art = root / "report.md"
+    art.write_text("# report\n")
+    with stage_run("evaluate", {"seed": 2}, REPO / "params.yaml") as t:
+        monkeypatch.setattr(mlflow.MlflowClient, "log_batch", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+        t.log_result({"inception_score": 2.5, "fcd": 7.0}, step=3)
+        t.log_artifact(art)
+    monkeypatch.undo()
+    art.unlink()  # the kept copy is what sync logs
+    (record,) = pending_records(root)
+    other = f"sqlite:///{boom_store / 'mlflow.db'}"
+    (res,) = sync_pending(root, other)
+    assert res.ok, res.message
+    client = mlflow.MlflowClient(other)
+    run = client.get_run(res.run_id)
+    assert run.data.tags["stage"] == "evaluate" and run.data.params["seed"] == "2"
+    assert run.data.metrics == {"inception_score": 2.5, "fcd": 7.0} and run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["report.md"]
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.metrics == {"inception_score": 2.5, "fcd": 7.0}
+    assert not pending_records(root)
+
+
+def test_headline_names():
+    from pipeline.tracking_ops import headline
+
+    assert headline("evaluate", {"inception_score": 3.0, "seconds": 9.0}) == {"inception_score": 3.0}
+    assert headline("evaluate", {"fcd": 5.0}, model="train_joint") == {"fcd/train_joint": 5.0}
+    assert headline("evaluate_baseline", {"inception_score": 2.0}, model="cvae") == {"inception_score/cvae": 2.0}
+    assert headline("finetune_semi", {"after_verification_auc": 0.9, "before_verification_auc": 0.7}) == {
+        "verification_auc": 0.9, "verification_auc_before": 0.7}
+    assert headline("compare", {"label_free_identity/ours": 0.1, "fcd/ours": 3.0}) == {"label_free_identity/ours": 0.1}
+    assert headline("synth", {"images": 10}) == {}

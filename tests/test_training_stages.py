@@ -84,7 +84,7 @@ def test_train_stages_end_to_end(tmp_path, isolated_mlflow, monkeypatch):
     # MLflow: one run per stage, named loss terms per step, grids and the checkpoint as artifacts.
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lrlivae")
-    runs = {r.data.tags["stage"]: r for r in client.search_runs([exp.experiment_id])}
+    runs = {r.data.tags["stage"]: r for r in client.search_runs([exp.experiment_id], "tags.run_type = 'stage'")}
     assert set(runs) == {"train_gm", "train_joint"}
     jr = runs["train_joint"]
     for key in ("loss/gm/cls", "loss/joint/rec", "loss/joint/kl", "loss/joint/d", "acc/gm/val", "lr/gm_sigma",
