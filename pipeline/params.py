@@ -71,11 +71,23 @@ class OpenCVDetector(Strict):
     equalize: bool = Field(default=False, description="histogram-equalise the grey image before detecting")
 
 
+class DlibOptions(Strict):
+    """Options of the dlib backends (detector dlib_hog / dlib_cnn, landmarks dlib)."""
+
+    upsample: int = Field(default=1, ge=0, le=4, description="double the image this many times before detecting "
+                          "(HOG finds faces down to ~80 px at 0, ~40 px at 1)")
+    min_score: float = Field(default=0.0, ge=-3.0, le=10.0, description="HOG: SVM threshold (negative finds more, "
+                             "and more false faces); CNN: minimum confidence")
+    max_side: int = Field(default=800, ge=64, le=8192, description="detect on a copy reduced to this longest side")
+    landmark_model: Literal["68", "5"] = Field(
+        default="68", description="68: iBUG 300-W model (non-commercial data), reduced to 5 points; 5: dlib's own")
+
+
 class AlignParams(Strict):
     labeled: AlignSource = AlignSource()
     unlabeled: AlignSource = AlignSource(drop_labels=True)
-    detector: Literal["opencv", "face_alignment", "annotations"] = "opencv"
-    landmarks: Literal["face_alignment", "annotations", "none"] = "annotations"
+    detector: Literal["opencv", "face_alignment", "annotations", "dlib_hog", "dlib_cnn"] = "opencv"
+    landmarks: Literal["face_alignment", "annotations", "none", "dlib"] = "annotations"
     device: str = "cpu"
     size: int = Field(default=64, ge=16, le=512)
     margin: float = Field(default=0.2, ge=0.0, le=2.0, description="box crops: margin per edge, fraction of the box side")
@@ -85,6 +97,7 @@ class AlignParams(Strict):
     max_pixels: int = Field(default=50_000_000, ge=10_000)
     workers: int = Field(default=2, ge=1, le=256)
     opencv: OpenCVDetector = OpenCVDetector()
+    dlib: DlibOptions = DlibOptions()
 
 
 # ---------------------------------------------------------------------------------------------- model

@@ -7,6 +7,7 @@ Backends:
                     outputRejectLevels=True): larger is more confident, typically 0..10.
 * "face_alignment": S3FD from the face-alignment package, score in 0..1.
 * "annotations":    the box the source lists for the record (score 1.0); none listed, no detection.
+* "dlib_hog", "dlib_cnn": dlib's HOG and MMOD CNN detectors, offline (lrlivae.faces.dlib_faces).
 
 Boxes are (x0, y0, x1, y1) floats in the pixels of the image passed in. Large images are detected
 on a reduced copy (longest side `max_side`) and the boxes scaled back.
@@ -26,7 +27,7 @@ from typing import Any, Callable, Protocol
 import cv2
 import numpy as np
 
-DETECTORS = ("opencv", "face_alignment", "annotations")
+DETECTORS = ("opencv", "face_alignment", "annotations", "dlib_hog", "dlib_cnn")
 
 S3FD_FILE = "s3fd-619a316812.pth"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
@@ -302,7 +303,11 @@ class AnnotationDetector:
 
 
 def make_detector(name: str, **opts: Any) -> Detector:
-    """A detector by name ("opencv", "face_alignment", "annotations") with backend options."""
+    """A detector by name (DETECTORS) with backend options."""
+    if name in ("dlib_hog", "dlib_cnn"):
+        from lrlivae.faces.dlib_faces import DlibCNNDetector, DlibHOGDetector
+
+        return (DlibHOGDetector if name == "dlib_hog" else DlibCNNDetector)(**opts)
     if name == "opencv":
         return OpenCVDetector(**opts)
     if name == "face_alignment":
