@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -181,6 +181,9 @@ class FinetuneSemiParams(TrainJointParams):
     swap_pairs: int = Field(default=400, ge=10, description="random swap pairs measured")
     predictor_epochs: int = Field(default=30, ge=1, description="epochs of the factor predictor")
     grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")
+    identity_judge: Union[Literal["auto"], bool] = Field(
+        default="auto", description="dlib descriptor on the swaps; auto: on for real photo sources, off for synthetic")
+    identity_judge_pairs: int = Field(default=100, ge=2, le=100_000, description="swap pairs the judge reads")
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -195,6 +198,10 @@ class EvaluateParams(Strict):
     per_class: int = Field(default=50, ge=2, description="generated samples per class (paper: 100 for faces)")
     splits: int = Field(default=10, ge=1, description="Inception Score splits")
     figure_classes: int = Field(default=8, ge=1)
+    identity_judge: Union[Literal["auto"], bool] = Field(
+        default="auto", description="dlib descriptor identity figures; auto: on for real photo sources only")
+    identity_judge_per_class: int = Field(default=10, ge=1, le=10_000,
+                                          description="generated samples and real test crops per class it reads")
     nuisance_factors: list[str] = ["yaw", "pitch", "smile", "mouth_open", "eyes_closed", "light_x", "light_y",
                                    "light_strength", "bg_brightness"]
 

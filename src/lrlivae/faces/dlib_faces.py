@@ -206,3 +206,21 @@ class DlibLandmarker:
         x0, y0, x1, y1 = box
         rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)) - 1, int(round(y1)) - 1)
         return shape_points(load_model(self.model)(np.ascontiguousarray(image_rgb), rect))
+
+
+def eyes_in_crop(crop: np.ndarray, upscale: int = 4, upsample: int = 1) -> np.ndarray | None:
+    """The eye centres (2, 2) that dlib's HOG detector and 68-point model find in an aligned crop, in the
+    crop's pixels (a check of alignment: compare with the template's eyes); None when no face is found.
+    The crop is enlarged `upscale` times (bicubic) first, as dlib needs faces of about 40 px and more."""
+    import cv2
+
+    check_rgb_image(crop)
+    h, w = crop.shape[:2]
+    big = np.ascontiguousarray(cv2.resize(crop, (w * upscale, h * upscale), interpolation=cv2.INTER_CUBIC))
+    dets, scores, _ = load_model("hog").run(big, upsample, -0.5)
+    if not len(dets):
+        return None
+    r = max(dets, key=lambda d: d.area())
+    five = five_from_68(shape_points(load_model("68")(big, r)))
+    # cv2.resize maps pixel centres: x_big = (x + 0.5) * upscale - 0.5
+    return (five[:2] + 0.5) / upscale - 0.5
