@@ -50,7 +50,7 @@ def transform(img: np.ndarray, scale: float = 1.0, angle: float = 0.0, shift=(0.
     out_w, out_h = out_size or (w, h)
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
     m[:, 2] += [(out_w - w) / 2 + shift[0], (out_h - h) / 2 + shift[1]]
-    im = cv2.warpAffine(img, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    im = cv2.warpAffine(img, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     im = np.clip(im.astype(np.float32) * gain, 0, 255).astype(np.uint8)
     if grey:
         im = np.repeat(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
