@@ -46,7 +46,7 @@ def _init_worker(cfg: dict) -> None:
         det_opts = {k: dl[k] for k in ("upsample", "min_score", "max_side") if k in dl}
     lm_opts = {"device": cfg["device"]} if cfg["landmarks"] == "face_alignment" else {}
     if cfg["landmarks"] == "dlib":
-        lm_opts = {"model": dl.get("landmark_model", "68")}
+        lm_opts = {"model": dl.get("landmark_model", "5")}
     _WORKER["detector"] = make_detector(cfg["detector"], **det_opts)
     _WORKER["landmarker"] = make_landmarker(cfg["landmarks"], **lm_opts)
     _WORKER["cfg"] = cfg

@@ -80,7 +80,8 @@ class DlibOptions(Strict):
                              "and more false faces); CNN: minimum confidence")
     max_side: int = Field(default=800, ge=64, le=8192, description="detect on a copy reduced to this longest side")
     landmark_model: Literal["68", "5"] = Field(
-        default="68", description="68: iBUG 300-W model (non-commercial data), reduced to 5 points; 5: dlib's own")
+        default="5", description="5: dlib's own model (eyes fix the alignment); 68: iBUG 300-W model (its "
+        "training data is for non-commercial use), reduced to the template's 5 points")
 
 
 class AlignParams(Strict):

@@ -58,12 +58,19 @@ class Detector(Protocol):
     def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]: ...
 
 
+# Detections whose area is within this fraction of the largest count as equally large (detectors such as
+# dlib's HOG report boxes in a few pyramid sizes, so a false face is often "as large" as the real one).
+SIZE_TIE = 0.2
+
+
 def pick_face(detections: list[Detection], min_score: float = 0.0) -> Detection | None:
-    """The largest detection with score >= min_score (ties: the higher score), or None."""
+    """The largest detection with score >= min_score, or None. Detections within SIZE_TIE of the largest
+    area count as equally large, and among them the higher score wins."""
     ok = [d for d in detections if d.score >= min_score and d.area > 0]
     if not ok:
         return None
-    return max(ok, key=lambda d: (d.area, d.score))
+    amax = max(d.area for d in ok)
+    return max((d for d in ok if d.area >= amax * (1.0 - SIZE_TIE)), key=lambda d: (d.score, d.area))
 
 
 def _reduce(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:

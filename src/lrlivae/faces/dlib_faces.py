@@ -181,11 +181,11 @@ def shape_points(shape) -> np.ndarray:
 
 
 class DlibLandmarker:
-    """dlib's shape predictor inside the detection's box; model "68" (reduced to five points) or "5"."""
+    """dlib's shape predictor inside the detection's box; model "5" (default) or "68" (reduced to five points)."""
 
     name = "dlib"
 
-    def __init__(self, model: str = "68"):
+    def __init__(self, model: str = "5"):
         model = str(model)
         if model not in ("68", "5"):
             raise ValueError(f"dlib landmark model must be '68' or '5', got {model!r}")

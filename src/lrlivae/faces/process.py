@@ -133,10 +133,14 @@ def align_record(
 
 def _why_kept(face, found, scale: float) -> str:
     """Why `face` was kept among several detections: the largest (ties: the higher score)."""
+    from lrlivae.faces.detect import SIZE_TIE
+
     others = sorted((d for d in found if d is not face), key=lambda d: -d.area)
     a, b = face.area / scale**2, others[0].area / scale**2
-    why = "largest" if a > b else "largest, tied, higher score"
-    return f"{why} of {len(found)} (area {a:.0f} px^2, score {face.score:.3g}; next {b:.0f} px^2)"
+    tied = [d for d in others if d.area >= face.area * (1.0 - SIZE_TIE)]
+    why = "largest" if not tied else f"largest (with {len(tied)} about as large: the highest score)"
+    return f"{why} of {len(found)} (area {a:.0f} px^2, score {face.score:.3g}; next {b:.0f} px^2, " \
+           f"score {others[0].score:.3g})"
 
 
 def _resize_pixels(record: FaceRecord, size: int) -> AlignedFace | Reject:
