@@ -237,20 +237,26 @@ def test_photo_folder_to_aligned_set_to_judged_evaluation(tmp_path, isolated_mlf
         for k, img in enumerate(photos.portrait_variants(photos.lfw_face(person), 12, seed=person)):
             _save(root / f"p{person}" / f"{k:02d}.jpg", img)
     (root / "p0" / "gone.jpg").symlink_to(root / "missing.jpg")
+    unl = tmp_path / "others"
+    for person in (4, 5):
+        for k, img in enumerate(photos.portrait_variants(photos.lfw_face(person), 12, seed=person)):
+            _save(unl / f"q{person}" / f"{k:02d}.jpg", img)
     p = train_params()
     p["align"].update({"detector": "dlib_hog", "landmarks": "dlib", "workers": 1, "min_accept_fraction": 0.5,
-                       "labeled": {"source": "imagefolder", "n_identities": None, "drop_labels": False}})
+                       "labeled": {"source": "imagefolder", "n_identities": None, "drop_labels": False},
+                       "unlabeled": {"source": "imagefolder", "n_identities": None, "drop_labels": True}})
+    p["finetune_semi"].update({"identity_judge": "auto", "identity_judge_pairs": 6})
     p["evaluate"].update({"identity_judge": "auto", "identity_judge_per_class": 3})
     write_params(tmp_path / "params.yaml", p)
     runner = CliRunner()
-    r = runner.invoke(app, ["align", "--labeled-root", str(root), "--unlabeled-root", ""], catch_exceptions=False)
+    r = runner.invoke(app, ["align", "--labeled-root", str(root), "--unlabeled-root", str(unl)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     index = pd.read_parquet(tmp_path / "data/aligned/labeled/index.parquet")
     assert (index["method"] == "landmarks").all() and set(index["identity"]) == {"p0", "p1", "p2", "p3"}
     assert len(index) >= 0.9 * 48
     rejects = pd.read_csv(tmp_path / "data/aligned/labeled/rejects.csv")
     assert rejects["reason"].str.startswith("dangling symlink").sum() == 1
-    for args in (["train-gm"], ["train-joint"], ["train-evaluator"], ["evaluate", "--model", "models/train_joint/model.pt"]):
+    for args in (["train-gm"], ["train-joint"], ["finetune-semi"], ["train-evaluator"], ["evaluate"]):
         r = runner.invoke(app, args, catch_exceptions=False)
         assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "reports/evaluate.json").read_text())
@@ -261,3 +267,7 @@ def test_photo_folder_to_aligned_set_to_judged_evaluation(tmp_path, isolated_mlf
     exp = client.get_experiment_by_name("lrlivae")
     (run,) = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags["stage"] == "evaluate"]
     assert "identity_judge/margin" in run.data.metrics
+    semi = json.loads((tmp_path / "reports/finetune_semi.json").read_text())
+    for k in ("before_swap_follows_zs", "after_swap_follows_zs", "after_swap_distance_zs", "swap_pairs"):
+        assert f"identity_judge/{k}" in semi, k
+    assert 0 <= semi["identity_judge/after_swap_follows_zs"] <= 1
