@@ -57,12 +57,13 @@ def write_set(folder: Path, images: list[np.ndarray]) -> list[FaceRecord]:
     return recs
 
 
-def run_backend(name: str, records: list[FaceRecord], workers: int) -> dict:
+def run_backend(name: str, records: list[FaceRecord], workers: int, cnn_upsample: int = 0) -> dict:
     from pipeline.align import align_records
 
     det, lm = BACKENDS[name]
     cfg = AlignParams(detector=det, landmarks=lm, workers=workers, min_accept_fraction=0.0,
-                      dlib={"landmark_model": "5" if name.endswith("dlib5") else "68"})
+                      dlib={"landmark_model": "5" if name.endswith("dlib5") else "68",
+                            **({"upsample": cnn_upsample} if det == "dlib_cnn" else {})})
     list(align_records(records[:1], cfg.model_copy(update={"workers": 1}), desc="warm"))  # load the models
     t0 = time.perf_counter()
     results = list(align_records(records, cfg, desc=name))
@@ -133,6 +134,7 @@ def main() -> None:
     ap.add_argument("--lfw", type=int, default=100)
     ap.add_argument("--cnn", type=int, default=8, help="photos of each set for the slow CNN detector")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cnn-upsample", type=int, default=0, help="align.dlib.upsample for the CNN detector")
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--judge-lfw", type=int, default=40)
     ap.add_argument("--json", type=Path)
@@ -149,7 +151,7 @@ def main() -> None:
         for set_name, recs in sets.items():
             for b in a.backends.split(","):
                 use = recs[: a.cnn] if b.startswith("dlib_cnn") else recs
-                r = run_backend(b, use, a.workers)
+                r = run_backend(b, use, a.workers, a.cnn_upsample)
                 res[f"{set_name}/{b}"] = r
                 print(f"{set_name:9s} {b:16s} " + "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                                         for k, v in r.items()), flush=True)

@@ -238,7 +238,7 @@ def test_photo_folder_to_aligned_set_to_judged_evaluation(tmp_path, isolated_mlf
             _save(root / f"p{person}" / f"{k:02d}.jpg", img)
     (root / "p0" / "gone.jpg").symlink_to(root / "missing.jpg")
     unl = tmp_path / "others"
-    for person in (4, 5):
+    for person in (5, 6):
         for k, img in enumerate(photos.portrait_variants(photos.lfw_face(person), 12, seed=person)):
             _save(unl / f"q{person}" / f"{k:02d}.jpg", img)
     p = train_params()
@@ -271,3 +271,14 @@ def test_photo_folder_to_aligned_set_to_judged_evaluation(tmp_path, isolated_mlf
     for k in ("before_swap_follows_zs", "after_swap_follows_zs", "after_swap_distance_zs", "swap_pairs"):
         assert f"identity_judge/{k}" in semi, k
     assert 0 <= semi["identity_judge/after_swap_follows_zs"] <= 1
+
+
+def test_comparison_shows_the_judge_only_when_reported():
+    from pipeline.compare import OURS, _judge_table, flat_metrics
+
+    j = {f"identity_judge/{k}": v for k, v in (("same_distance", 0.5), ("other_distance", 0.8), ("margin", 0.3),
+                                                ("accuracy", 0.9), ("auc", 0.95), ("real_margin", 0.4))}
+    table = "\n".join(_judge_table({"cvae": {"identity_judge/margin": 0.1}, OURS: j}))
+    assert "Identity judge" in table and "| 0.300 |" in table and "real test crops" in table and "0.400" in table
+    assert _judge_table({OURS: {"fcd": 1.0}}) == []
+    assert flat_metrics({OURS: j})["identity_judge/margin/ours"] == 0.3
