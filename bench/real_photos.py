@@ -128,6 +128,31 @@ def judge_bench(n_lfw: int) -> dict:
     return out
 
 
+def judge_synthetic(n_id: int, per_id: int) -> dict:
+    """The judge on the built-in synthetic faces (aligned by the default params): verification AUC of
+    descriptor distance over all pairs, and mean same / different identity distances."""
+    from sklearn.metrics import roc_auc_score
+
+    from lrlivae.data.aligned import AlignedFaces
+    from lrlivae.data.synthetic.dataset import generate_set
+    from lrlivae.evaluate.identity import IdentityJudge, distances
+    from pipeline.align import align_set
+    from pipeline.params import Params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_set(Path(tmp) / "raw", n_identities=n_id, images_per_identity=per_id, seed=0, set_name="labeled",
+                     progress=False)
+        params = Params.model_validate({"align": {"workers": 1, "min_accept_fraction": 0.0}})
+        align_set("labeled", params.align.labeled, Path(tmp) / "raw", [], Path(tmp) / "aligned", params)
+        ds = AlignedFaces(Path(tmp) / "aligned")
+        ids = ds.index["identity"].to_numpy()
+        d = distances(*(2 * [IdentityJudge().descriptors(np.asarray(ds.faces))]))
+    iu = np.triu_indices(len(ids), 1)
+    same = (ids[:, None] == ids[None, :])[iu]
+    return {"synthetic_crops": len(ids), "synthetic_auc": float(roc_auc_score(same, -d[iu])),
+            "synthetic_same_mean": float(d[iu][same].mean()), "synthetic_other_mean": float(d[iu][~same].mean())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--portraits", type=int, default=40)
@@ -137,6 +162,7 @@ def main() -> None:
     ap.add_argument("--cnn-upsample", type=int, default=0, help="align.dlib.upsample for the CNN detector")
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--judge-lfw", type=int, default=40)
+    ap.add_argument("--synthetic", type=int, nargs=2, metavar=("IDS", "PER_ID"), help="also judge synthetic faces")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     # the photos are made with OpenCV in this process; forked workers would inherit its thread pool and hang
@@ -158,6 +184,9 @@ def main() -> None:
     if a.judge_lfw:
         res["judge"] = judge_bench(a.judge_lfw)
         print("judge " + "  ".join(f"{k}={v:.3g}" for k, v in res["judge"].items()))
+    if a.synthetic:
+        res["judge_synthetic"] = judge_synthetic(*a.synthetic)
+        print("judge synthetic " + "  ".join(f"{k}={v:.3g}" for k, v in res["judge_synthetic"].items()))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(res, indent=2))
