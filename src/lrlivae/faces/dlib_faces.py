@@ -200,13 +200,6 @@ class DlibLandmarker:
         five = five_from_68(pts) if self.model == "68" else five_from_dlib5(pts)
         return five if np.isfinite(five).all() else None
 
-    def all_points(self, image_rgb: np.ndarray, box) -> np.ndarray:
-        """Every point of the model ((68, 2) or (5, 2)) inside `box` (x0, y0, x1, y1)."""
-        dlib = import_dlib()
-        x0, y0, x1, y1 = box
-        rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)) - 1, int(round(y1)) - 1)
-        return shape_points(load_model(self.model)(np.ascontiguousarray(image_rgb), rect))
-
 
 def eyes_in_crop(crop: np.ndarray, upscale: int = 4, upsample: int = 1) -> np.ndarray | None:
     """The eye centres (2, 2) that dlib's HOG detector and 68-point model find in an aligned crop, in the
