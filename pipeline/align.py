@@ -41,7 +41,12 @@ def _init_worker(cfg: dict) -> None:
     det_opts = dict(cfg["opencv"]) if cfg["detector"] == "opencv" else {}
     if cfg["detector"] == "face_alignment":
         det_opts["device"] = cfg["device"]
+    dl = cfg.get("dlib") or {}
+    if cfg["detector"] in ("dlib_hog", "dlib_cnn"):
+        det_opts = {k: dl[k] for k in ("upsample", "min_score", "max_side") if k in dl}
     lm_opts = {"device": cfg["device"]} if cfg["landmarks"] == "face_alignment" else {}
+    if cfg["landmarks"] == "dlib":
+        lm_opts = {"model": dl.get("landmark_model", "5")}
     _WORKER["detector"] = make_detector(cfg["detector"], **det_opts)
     _WORKER["landmarker"] = make_landmarker(cfg["landmarks"], **lm_opts)
     _WORKER["cfg"] = cfg
@@ -65,9 +70,23 @@ def _process(record: FaceRecord):
         return Reject(record.path, f"unexpected error: {type(e).__name__}: {e}")
 
 
+def _check_backends(cfg: AlignParams) -> None:
+    """Fail before any work, with a message naming what is missing, when a dlib backend's files are absent
+    (inside the workers every error becomes a reject row)."""
+    from lrlivae.faces.dlib_faces import import_dlib, model_path
+
+    if cfg.detector in ("dlib_hog", "dlib_cnn") or cfg.landmarks == "dlib":
+        import_dlib()
+    if cfg.detector == "dlib_cnn":
+        model_path("cnn")
+    if cfg.landmarks == "dlib":
+        model_path(cfg.dlib.landmark_model)
+
+
 def align_records(records: list[FaceRecord], cfg: AlignParams, desc: str = "align"):
     """Yield align_record results in input order, with `cfg.workers` processes."""
     worker_cfg = cfg.model_dump(mode="json")
+    _check_backends(cfg)
     if cfg.workers <= 1 or len(records) < 2:
         _init_worker(worker_cfg)
         for r in progress(records, desc=desc, unit="img", mininterval=1.0):
@@ -144,6 +163,10 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
             "identity": rec.identity,
             "detector": res.detector,
             "method": res.method,
+            "score": float(res.score),
+            "source_mode": res.source_mode,
+            "faces_found": int(res.faces_found),
+            "face_kept": res.face_kept,
         }
         box = res.box if res.box is not None else (np.nan,) * 4
         entry.update({f"box_{k}": float(v) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
@@ -185,6 +208,8 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
         f"{set_name}_accept_fraction": round(accept, 6),
         f"{set_name}_detection_rate": round(n_ok / decoded, 6) if decoded else 0.0,
         f"{set_name}_identities": int(index["identity"].replace("", np.nan).nunique()) if n_ok else 0,
+        f"{set_name}_several_faces": int((index["faces_found"] > 1).sum()) if n_ok else 0,
+        f"{set_name}_grey_or_high_depth": int((~index["source_mode"].isin(["RGB", ""])).sum()) if n_ok else 0,
     }
     for s in ("train", "val", "test"):
         metrics[f"{set_name}_{s}"] = int((index["split"] == s).sum()) if n_ok else 0

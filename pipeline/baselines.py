@@ -11,6 +11,7 @@ for the baselines with an encoder (cVAE, cVAE-GAN; both read the true label, as 
 cVAE-GAN for inpainting):
 - z_probe_accuracy: a logistic probe of identity from the mean of q(z | x, c) (fitted on train-split
   codes, scored on the test split): the analogue of Lr-LiVAE's zu_probe_accuracy (label-free code);
+- real photo sources: the identity_judge/* figures (dlib's descriptor; pipeline.evaluate.JudgeReference);
 - synthetic data: the disentanglement table with the one-hot label as the label-relevant code (from_zs)
   and z as the label-irrelevant one (from_zu), and disentanglement_gap, as for Lr-LiVAE.
 cGAN has no encoder: no inpainting, probes or disentanglement (reported as not applicable).
@@ -41,7 +42,7 @@ from lrlivae.train import distributed as ddp
 from lrlivae.train import monitor
 from lrlivae.train.checkpoint import load_checkpoint
 from lrlivae.train.loop import NonFiniteLoss, TrainSettings
-from pipeline.evaluate import generation_metrics, inpainting_metrics, write_figures
+from pipeline.evaluate import generation_metrics, inpainting_metrics, judge_reference, write_figures
 from pipeline.params import Params
 from pipeline.plots import write_curves
 from pipeline.tracking import stage_run
@@ -195,7 +196,8 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
         tracker.log_dataset(data_dir, context="evaluation")
         tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
-        m = generation_metrics(model, ev, len(ids), x_te, y_te, cfg, params.seed, device)
+        m = generation_metrics(model, ev, len(ids), x_te, y_te, cfg, params.seed, device,
+                               judge_reference(params, x_te, y_te))
         classes = list(range(min(cfg.figure_classes, len(ids))))
         pics = {"samples": figs.class_samples(model, classes, 8, seed=params.seed),
                 "vary_z": bev.vary_z(model, classes, 8, seed=params.seed)}

@@ -119,6 +119,25 @@ def _factor_tables(ours_table: Path | None, baselines_dir: Path, models: list[st
         _table(["factor", "kind", "metric"] + cols, rows)
 
 
+def _judge_table(reports: dict[str, dict]) -> list[str]:
+    """The identity-judge table (dlib's descriptor, real photo sources), when any report has its figures."""
+    j = "identity_judge/"
+    if not any(_num(r.get(j + "margin")) for r in reports.values()):
+        return []
+    ours = reports[OURS]
+    rows = [[LABELS[m], _fmt(r, j + "same_distance"), _fmt(r, j + "other_distance"), _fmt(r, j + "margin"),
+             _fmt(r, j + "accuracy"), _fmt(r, j + "auc")] for m, r in reports.items()]
+    rows.append(["real test crops (leave one out)", _fmt(ours, j + "real_same_distance"),
+                 _fmt(ours, j + "real_other_distance"), _fmt(ours, j + "real_margin"), _fmt(ours, j + "real_accuracy"),
+                 _fmt(ours, j + "real_auc")])
+    return ["", "## Identity judge: dlib's face descriptor (independent, not trained by us)", "",
+            "Mean descriptor distance of class c's samples to person c's real test crops (same) and to the other "
+            "people's (other); margin = other - same (higher is better); accuracy: samples whose nearest person is "
+            "c; AUC: (sample, real crop) pairs, same person against different. dlib's rule of thumb: the same "
+            "person is below 0.6. Real photographs only; rendered synthetic faces are outside its range.", ""] + \
+        _table(["model", "same", "other", "margin", "accuracy", "AUC"], rows)
+
+
 FIGURES = (("samples", "samples", "Samples, one row per class (Fig. 8 / 9)"),
            ("vary_zu", "vary_z", "One row per class, the label-free code (z_u; z for the baselines) varied along "
                                  "the columns, shared by each column (Fig. 4b)"),
@@ -196,6 +215,7 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
                                                             _num(r.get("disentanglement_gap")) else "")]
                          for m, r in reports.items()])
         lines += _factor_tables(ours_table, baselines_dir, models)
+    lines += _judge_table(reports)
     lines += _figures(reports, ours_figures, baselines_dir, md_path)
     return "\n".join(lines) + "\n"
 

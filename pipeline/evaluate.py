@@ -18,7 +18,11 @@ evaluate (protocol, fixed):
 - inpaint_psnr_<mask>, inpaint_ssim_<mask>: x_inp = M x' + (1 - M) x on the test split, over the masked
   region; masks placed from the alignment template (lrlivae.evaluate.inpaint);
 - synthetic data: the disentanglement table (each ground-truth factor probed from z_s and from z_u on
-  held-out codes) and disentanglement_gap.
+  held-out codes) and disentanglement_gap;
+- real photo sources (evaluate.identity_judge: auto): `identity_judge/<figure>`, dlib's face descriptor as
+  an independent judge of identity preservation (lrlivae.evaluate.identity): `identity_judge_per_class`
+  generated samples and real test crops per class; same_distance / other_distance / margin / accuracy / auc
+  and the real crops' own figures real_* (the ceiling).
 """
 from __future__ import annotations
 
@@ -70,6 +74,55 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
     return metrics
 
 
+JUDGE_PREFIX = "identity_judge/"
+REAL_FACE_SOURCES = ("facescrub", "casia", "imagefolder")
+
+
+def judge_enabled(setting, source: str) -> bool:
+    """identity_judge: "auto" -> on for the real photo sources, off for synthetic faces and CIFAR; a bool as given."""
+    if setting == "auto":
+        return source in REAL_FACE_SOURCES
+    return bool(setting)
+
+
+class JudgeReference:
+    """dlib descriptors of up to `per_class` real test crops per class, computed once and shared by every model
+    a stage scores; `score(gen, gen_y)` gives the identity_judge/* figures of generated samples."""
+
+    def __init__(self, x_te: np.ndarray, y_te: np.ndarray, per_class: int, seed: int = 0):
+        from lrlivae.evaluate.identity import IdentityJudge, pick_per_class
+
+        self.judge = IdentityJudge()
+        self.per_class = int(per_class)
+        self.seed = seed
+        rows = pick_per_class(y_te, self.per_class, seed)
+        t0 = time.perf_counter()
+        self.y = np.asarray(y_te)[rows]
+        self.desc = self.judge.descriptors(np.asarray(x_te)[rows])
+        self.seconds = time.perf_counter() - t0
+
+    def score(self, gen: np.ndarray, gen_y: np.ndarray) -> dict:
+        from lrlivae.evaluate.identity import pick_per_class, preservation_metrics
+
+        t0 = time.perf_counter()
+        rows = pick_per_class(gen_y, self.per_class, self.seed)
+        m = preservation_metrics(self.judge.descriptors(np.asarray(gen)[rows]), np.asarray(gen_y)[rows], self.desc,
+                                 self.y)
+        m["seconds"] = time.perf_counter() - t0 + self.seconds
+        return {JUDGE_PREFIX + k: v for k, v in m.items()}
+
+
+def judge_reference(params: Params, x_te: np.ndarray, y_te: np.ndarray) -> JudgeReference | None:
+    """The judge's real reference when evaluate.identity_judge is on for the labeled source, else None."""
+    cfg = params.evaluate
+    if not judge_enabled(cfg.identity_judge, params.align.labeled.source) or not len(x_te):
+        return None
+    if params.align.labeled.source not in REAL_FACE_SOURCES:
+        print(f"[lrlivae] warning: identity_judge is on for the {params.align.labeled.source} source; dlib's "
+              "descriptor is trained on real photographs and separates these faces only weakly")
+    return JudgeReference(x_te, y_te, cfg.identity_judge_per_class, params.seed)
+
+
 def _generate(model, n_classes: int, per_class: int, seed: int, device) -> tuple[np.ndarray, np.ndarray]:
     g = torch.Generator(device=device).manual_seed(seed)
     imgs, ys = [], []
@@ -85,9 +138,10 @@ def _generate(model, n_classes: int, per_class: int, seed: int, device) -> tuple
 
 
 def generation_metrics(model, ev, n_classes: int, x_te: np.ndarray, y_te: np.ndarray, cfg, seed: int,
-                       device) -> dict:
+                       device, judge: JudgeReference | None = None) -> dict:
     """Inception Score (and its real-image ceiling), generated-class accuracy, intra-class diversity and FCD
-    of any model with `generate(y=c, n, generator)` (Lr-LiVAE or a baseline), by the protocol above."""
+    of any model with `generate(y=c, n, generator)` (Lr-LiVAE or a baseline), by the protocol above; with a
+    judge reference also the identity_judge/* figures of the same samples."""
     m: dict[str, float] = {}
     gen, gen_y = _generate(model, n_classes, cfg.per_class, seed, device)
     splits = min(cfg.splits, len(gen))
@@ -103,6 +157,8 @@ def generation_metrics(model, ev, n_classes: int, x_te: np.ndarray, y_te: np.nda
     except ValueError as e:  # a test split with one image per class has no pairs
         print(f"[lrlivae] warning: intra_class_diversity_real not computed: {e}")
     m["fcd"] = fcd(features(ev, gen), features(ev, x_te))
+    if judge is not None:
+        m.update(judge.score(gen, gen_y))
     return m
 
 
@@ -125,7 +181,8 @@ def _test_split(ds: AlignedFaces, ids: list[str]):
     return labels, tr, te
 
 
-def score_model(model, ev, ds: AlignedFaces, ids: list[str], cfg, seed: int, device) -> tuple[dict, object]:
+def score_model(model, ev, ds: AlignedFaces, ids: list[str], cfg, seed: int, device,
+                judge: JudgeReference | None = None) -> tuple[dict, object]:
     """Every figure of the protocol for one Lr-LiVAE model: generation metrics, code accuracies and probes,
     the class-accuracy decomposition and code statistics (lrlivae.evaluate.diagnose), inpainting, and on
     synthetic data the disentanglement table. Returns (metrics, table or None)."""
@@ -134,7 +191,7 @@ def score_model(model, ev, ds: AlignedFaces, ids: list[str], cfg, seed: int, dev
     labels, tr, te = _test_split(ds, ids)
     x_te, y_te = np.asarray(ds.faces[te]), labels[te]
     m: dict[str, float] = {}
-    m.update(generation_metrics(model, ev, len(ids), x_te, y_te, cfg, seed, device))
+    m.update(generation_metrics(model, ev, len(ids), x_te, y_te, cfg, seed, device, judge))
     codes_tr = monitor.encode_rows(model, ds.faces, tr, device)
     codes_te = monitor.encode_rows(model, ds.faces, te, device)
     m["zs_accuracy"] = monitor.gm_accuracy(model, codes_te.zs, y_te)
@@ -184,7 +241,8 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
         tracker.log_dataset(data_dir, context="evaluation")
         tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
-        m, table = score_model(model, ev, ds, ids, cfg, params.seed, device)
+        judge = judge_reference(params, x_te, labels[te])
+        m, table = score_model(model, ev, ds, ids, cfg, params.seed, device, judge)
         table_md = ""
         if table is not None:
             table.to_csv(Path(metrics_path).with_name("disentanglement.csv"))
@@ -195,7 +253,7 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
             other, other_st, other_ids = load_scored(other_path, ev_meta, evaluator_path, device)
             if other_ids != ids:
                 raise ValueError(f"{other_path} was trained on other identities than {model_path}")
-            others[name], _ = score_model(other, ev, ds, ids, cfg, params.seed, device)
+            others[name], _ = score_model(other, ev, ds, ids, cfg, params.seed, device, judge)
             atomic_write_json(other_metrics, others[name])
             tracker.log_metrics({f"{k}/{name}": v for k, v in others[name].items()})
             tracker.log_headline(others[name], model=name)

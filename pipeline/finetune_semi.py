@@ -7,6 +7,10 @@ identities, pulling their z_s toward the ambiguous Gaussian of Eq. 11; then meas
   source (mean R^2 / accuracy per group; only factors the predictor reads from real test crops of the
   unseen identities with a score of at least USABLE_CEILING = 0.7 are used, and that real-image score is
   reported as the ceiling, per factor as swap_ceiling_<factor>);
+- real photo sources (finetune_semi.identity_judge: auto): dlib's descriptor as an independent judge of the
+  swaps: `identity_judge/<before|after>_swap_follows_zs`, the fraction of swapped images nearer their z_s
+  source than their z_u source, and the mean distances to each (identity_judge_pairs pairs of different
+  unseen people from the test split);
 - the Fig. 6 grid (first column gives z_s, first row z_u), written to reports/figures and logged.
 """
 from __future__ import annotations
@@ -70,6 +74,35 @@ def swap_metrics(model, device, unl: AlignedFaces, predictor, usable: dict[str, 
     return out
 
 
+def judge_pairs(unl: AlignedFaces, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n pairs (a, b) of test rows of different people (true_identity when the set keeps it, else different rows)."""
+    test = np.sort(unl.split_indices("test"))
+    ids = unl.index["true_identity"].to_numpy() if "true_identity" in unl.index else np.arange(len(unl))
+    rng = np.random.default_rng([seed, 14])
+    a, b = rng.choice(test, size=4 * n), rng.choice(test, size=4 * n)
+    keep = ids[a] != ids[b]
+    return a[keep][:n], b[keep][:n]
+
+
+def judge_swap_metrics(models: dict, device, unl: AlignedFaces, params: Params) -> dict:
+    """identity_judge/<name>_swap_* for each model: do swapped images look like the z_s source to dlib's descriptor?"""
+    from lrlivae.evaluate.identity import IdentityJudge, swap_metrics as judge_swaps
+
+    a, b = judge_pairs(unl, params.finetune_semi.identity_judge_pairs, params.seed)
+    if not len(a):
+        return {}
+    judge = IdentityJudge()
+    rows = np.unique(np.concatenate([a, b]))
+    desc = dict(zip(rows.tolist(), judge.descriptors(np.asarray(unl.faces[rows]))))
+    da, db = np.stack([desc[i] for i in a]), np.stack([desc[i] for i in b])
+    out = {}
+    for name, m in models.items():
+        got = judge_swaps(judge.descriptors(swap_images(m, unl.faces, a, b, device)), da, db)
+        out.update({f"identity_judge/{name}_{k}": v for k, v in got.items()})
+    out["identity_judge/swap_pairs"] = len(a)
+    return out
+
+
 def run(params: Params, params_path: Path, unlabeled_dir: Path, labeled_dir: Path, init: Path, out_dir: Path,
         metrics_path: Path, figures_dir: Path, curves: Path | None = None) -> dict:
     from lrlivae.data.synthetic import IDENTITY_FACTORS, NUISANCE_FACTORS
@@ -99,6 +132,10 @@ def run(params: Params, params_path: Path, unlabeled_dir: Path, labeled_dir: Pat
                     metrics[f"swap_{group}_factors"] = len(usable[group])
             metrics.update(swap_metrics(before_model, device, unl, predictor, usable, params, "before_"))
             metrics.update(swap_metrics(model, device, unl, predictor, usable, params, "after_"))
+        from pipeline.evaluate import judge_enabled
+
+        if judge_enabled(cfg.identity_judge, params.align.unlabeled.source) and len(unl.split_indices("test")) > 1:
+            metrics.update(judge_swap_metrics({"before": before_model, "after": model}, device, unl, params))
         # Fig. 6: unseen identities, one image each for z_s (rows) and z_u (columns)
         test = np.sort(unl.split_indices("test"))
         ids = unl.index["true_identity"].to_numpy() if "true_identity" in unl.index else np.arange(len(unl))

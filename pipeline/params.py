@@ -15,7 +15,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from pipeline.schema import (TRAIN_STAGES, AlignParams, AlignSource, FetchFaceScrubParams, FinetuneSemiParams,  # noqa: F401
-                             ModelParams, OpenCVDetector, SourceKind, Split, Strict, SynthParams, SynthSet,
+                             DlibOptions, ModelParams, OpenCVDetector, SourceKind, Split, Strict, SynthParams, SynthSet,
                              TrainCommon, TrainGMParams, TrainJointParams, TrainShared, UnlabeledSource)
 from pipeline.schema_eval import (BaselineCommon, BaselineKind, BaselinesParams, CGANParams, CVAEGANParams,  # noqa: F401
                                   CVAEParams, EvaluateParams, ToyParams, TrainEvaluatorParams)

@@ -2,7 +2,7 @@
 stages. Each field's default is the library's (tests/test_one_default.py checks); pipeline.params loads."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -82,11 +82,24 @@ class OpenCVDetector(Strict):
     equalize: bool = Field(default=False, description="histogram-equalise the grey image before detecting")
 
 
+class DlibOptions(Strict):
+    """Options of the dlib backends (detector dlib_hog / dlib_cnn, landmarks dlib)."""
+
+    upsample: int = Field(default=1, ge=0, le=4, description="double the image this many times before detecting "
+                          "(HOG finds faces down to ~80 px at 0, ~40 px at 1)")
+    min_score: float = Field(default=0.0, ge=-3.0, le=10.0, description="HOG: SVM threshold (negative finds more, "
+                             "and more false faces); CNN: minimum confidence")
+    max_side: int = Field(default=800, ge=64, le=8192, description="detect on a copy reduced to this longest side")
+    landmark_model: Literal["68", "5"] = Field(
+        default="5", description="5: dlib's own model (eyes fix the alignment); 68: iBUG 300-W model (its "
+        "training data is for non-commercial use), reduced to the template's 5 points")
+
+
 class AlignParams(Strict):
     labeled: AlignSource = AlignSource()
     unlabeled: UnlabeledSource = UnlabeledSource()
-    detector: Literal["opencv", "face_alignment", "annotations"] = "opencv"
-    landmarks: Literal["face_alignment", "annotations", "none"] = "annotations"
+    detector: Literal["opencv", "face_alignment", "annotations", "dlib_hog", "dlib_cnn"] = "opencv"
+    landmarks: Literal["face_alignment", "annotations", "none", "dlib"] = "annotations"
     device: str = "cpu"
     size: int = Field(default=64, ge=16, le=512)
     margin: float = Field(default=0.2, ge=0.0, le=2.0, description="box crops: margin per edge, fraction of the box side")
@@ -96,6 +109,7 @@ class AlignParams(Strict):
     max_pixels: int = Field(default=50_000_000, ge=10_000)
     workers: int = Field(default=2, ge=1, le=256)
     opencv: OpenCVDetector = OpenCVDetector()
+    dlib: DlibOptions = DlibOptions()
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -189,3 +203,6 @@ class FinetuneSemiParams(TrainJointParams):
     swap_pairs: int = Field(default=400, ge=10, description="random swap pairs measured")
     predictor_epochs: int = Field(default=30, ge=1, description="epochs of the factor predictor")
     grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")
+    identity_judge: Union[Literal["auto"], bool] = Field(
+        default="auto", description="dlib descriptor on the swaps; auto: on for real photo sources, off for synthetic")
+    identity_judge_pairs: int = Field(default=100, ge=2, le=100_000, description="swap pairs the judge reads")

@@ -1,7 +1,7 @@
 """params.yaml schema, part 2: evaluation, the baselines and the toy example."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -20,6 +20,10 @@ class EvaluateParams(Strict):
     per_class: int = Field(default=50, ge=2, description="generated samples per class (paper: 100 for faces)")
     splits: int = Field(default=10, ge=1, description="Inception Score splits")
     figure_classes: int = Field(default=8, ge=1)
+    identity_judge: Union[Literal["auto"], bool] = Field(
+        default="auto", description="dlib descriptor identity figures; auto: on for real photo sources only")
+    identity_judge_per_class: int = Field(default=10, ge=1, le=10_000,
+                                          description="generated samples and real test crops per class it reads")
     nuisance_factors: list[str] = ["yaw", "pitch", "smile", "mouth_open", "eyes_closed", "light_x", "light_y",
                                    "light_strength", "bg_brightness"]
 

@@ -60,12 +60,14 @@ class DecodedImage:
     scale:          decoded pixels per file pixel (1.0, or 1/2, 1/4, 1/8 for reduced JPEGs);
                     a point (x, y) in the file maps to (x * scale, y * scale) in `rgb`.
     format:         Pillow's format name ("JPEG", "PNG", ...).
+    mode:           Pillow's mode of the stored pixels before conversion ("RGB", "L", "I;16", ...).
     """
 
     rgb: np.ndarray
     original_size: tuple[int, int]
     scale: float
     format: str
+    mode: str = ""
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -101,6 +103,8 @@ def read_image(
     try:
         st = p.stat()
     except FileNotFoundError:
+        if p.is_symlink():
+            raise BadImage(f"dangling symlink (its target {os.readlink(p)} does not exist)") from None
         raise BadImage("missing file") from None
     except OSError as e:
         raise BadImage(f"unreadable file ({e.strerror or e})") from None
@@ -163,6 +167,7 @@ def _open_header(f, head: bytes) -> Image.Image:
 def _decode(im: Image.Image, *, max_pixels: int, exif_transpose: bool) -> DecodedImage:
     w, h = im.size
     fmt = im.format or "?"
+    mode = im.mode
     if w < 1 or h < 1:
         raise BadImage(f"empty image ({w}x{h})")
     scale = 1.0
@@ -185,7 +190,7 @@ def _decode(im: Image.Image, *, max_pixels: int, exif_transpose: bool) -> Decode
     rgb = _to_rgb(im)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise BadImage(f"unsupported image layout {rgb.shape} {rgb.dtype}")
-    return DecodedImage(np.ascontiguousarray(rgb), (w, h), scale, fmt)
+    return DecodedImage(np.ascontiguousarray(rgb), (w, h), scale, fmt, mode)
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

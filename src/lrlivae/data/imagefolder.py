@@ -4,7 +4,8 @@ Layout: <root>/<identity>/<image files>. Identity folders and the files in them 
 sorted (code point) order, so the listing is deterministic. Image files are recognised by their
 extension, case-insensitively (IMAGE_EXTENSIONS); other files, hidden entries, files directly
 under the root and nested sub-folders are ignored; identity folders without images are skipped.
-Files are not opened here: a broken image is rejected when it is read for alignment.
+Files are not opened here: a broken image is rejected when it is read for alignment. An image name that
+is a symlink to nothing (a dangling link) becomes a Reject of the listing, never a silent skip.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrlivae.records import FaceRecord, SourceListing
+from lrlivae.records import FaceRecord, Reject, SourceListing
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -54,14 +55,32 @@ def list_identity_folders(root: str | os.PathLike) -> list[tuple[str, list[Path]
     return out
 
 
+def dangling_links(root: str | os.PathLike) -> list[Path]:
+    """Image-named symlinks in the identity folders whose target does not exist (sorted)."""
+    root = Path(root)
+    out: list[Path] = []
+    for ident in sorted(os.listdir(root)):
+        folder = root / ident
+        if ident.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        out += [folder / n for n in names if is_image_name(n) and (folder / n).is_symlink() and not (folder / n).exists()]
+    return out
+
+
 def read_imagefolder(root: str | os.PathLike) -> SourceListing:
-    """One record per image file, identity = the folder name."""
+    """One record per image file, identity = the folder name; dangling symlinks become rejects."""
     records = [
         FaceRecord(path=str(p), identity=ident)
         for ident, images in list_identity_folders(root)
         for p in images
     ]
-    return SourceListing(records, [])
+    rejects = [Reject(str(p), f"dangling symlink (its target {os.readlink(p)} does not exist)")
+               for p in dangling_links(root)]
+    return SourceListing(records, rejects)
 
 
 def select_identities(listing: SourceListing, n_identities: int | None, seed: int = 0) -> SourceListing:

@@ -7,6 +7,7 @@ Backends:
                     outputRejectLevels=True): larger is more confident, typically 0..10.
 * "face_alignment": S3FD from the face-alignment package, score in 0..1.
 * "annotations":    the box the source lists for the record (score 1.0); none listed, no detection.
+* "dlib_hog", "dlib_cnn": dlib's HOG and MMOD CNN detectors, offline (lrlivae.faces.dlib_faces).
 
 Boxes are (x0, y0, x1, y1) floats in the pixels of the image passed in. Large images are detected
 on a reduced copy (longest side `max_side`) and the boxes scaled back.
@@ -26,7 +27,7 @@ from typing import Any, Callable, Protocol
 import cv2
 import numpy as np
 
-DETECTORS = ("opencv", "face_alignment", "annotations")
+DETECTORS = ("opencv", "face_alignment", "annotations", "dlib_hog", "dlib_cnn")
 
 S3FD_FILE = "s3fd-619a316812.pth"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
@@ -57,12 +58,19 @@ class Detector(Protocol):
     def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]: ...
 
 
+# Detections whose area is within this fraction of the largest count as equally large (detectors such as
+# dlib's HOG report boxes in a few pyramid sizes, so a false face is often "as large" as the real one).
+SIZE_TIE = 0.2
+
+
 def pick_face(detections: list[Detection], min_score: float = 0.0) -> Detection | None:
-    """The largest detection with score >= min_score (ties: the higher score), or None."""
+    """The largest detection with score >= min_score, or None. Detections within SIZE_TIE of the largest
+    area count as equally large, and among them the higher score wins."""
     ok = [d for d in detections if d.score >= min_score and d.area > 0]
     if not ok:
         return None
-    return max(ok, key=lambda d: (d.area, d.score))
+    amax = max(d.area for d in ok)
+    return max((d for d in ok if d.area >= amax * (1.0 - SIZE_TIE)), key=lambda d: (d.score, d.area))
 
 
 def _reduce(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
@@ -302,7 +310,11 @@ class AnnotationDetector:
 
 
 def make_detector(name: str, **opts: Any) -> Detector:
-    """A detector by name ("opencv", "face_alignment", "annotations") with backend options."""
+    """A detector by name (DETECTORS) with backend options."""
+    if name in ("dlib_hog", "dlib_cnn"):
+        from lrlivae.faces.dlib_faces import DlibCNNDetector, DlibHOGDetector
+
+        return (DlibHOGDetector if name == "dlib_hog" else DlibCNNDetector)(**opts)
     if name == "opencv":
         return OpenCVDetector(**opts)
     if name == "face_alignment":

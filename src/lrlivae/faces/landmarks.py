@@ -10,6 +10,8 @@ Backends:
                     box grown by 25% of its width / height on every side; otherwise the detection is
                     of something else and `LandmarksOutsideDetection` is raised. None listed -> None.
 * "none":           no landmarks (the face is then cropped by its box).
+* "dlib":           dlib's 68-point model reduced to the five points, or its 5-point model, offline
+                    (lrlivae.faces.dlib_faces).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from lrlivae.faces.detect import (
     resolve_device,
 )
 
-LANDMARKERS = ("face_alignment", "annotations", "none")
+LANDMARKERS = ("face_alignment", "annotations", "none", "dlib")
 
 # 68-point indices (0-based) for the five points.
 _LEFT_EYE = slice(36, 42)
@@ -147,7 +149,11 @@ class NoLandmarker:
 
 
 def make_landmarker(name: str, **opts: Any) -> Landmarker:
-    """A landmarker by name ("face_alignment", "annotations", "none") with backend options."""
+    """A landmarker by name (LANDMARKERS) with backend options."""
+    if name == "dlib":
+        from lrlivae.faces.dlib_faces import DlibLandmarker
+
+        return DlibLandmarker(**opts)
     if name == "face_alignment":
         return FaceAlignmentLandmarker(**opts)
     if name == "annotations":

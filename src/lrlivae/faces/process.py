@@ -38,6 +38,10 @@ class AlignedFace:
     method:     "landmarks" (similarity alignment), "box" (box crop) or "resize" (in-memory image).
     score:      the detection's score.
     transform:  2x3 matrix mapping source-file pixels into the crop.
+    source_mode: Pillow's mode of the file's pixels ("RGB", "L" for grey, "I;16" for 16-bit, ...); the
+                crop is always 3-channel uint8.
+    faces_found: detections at or above min_score (the one kept among them is the largest).
+    face_kept:  "only face", or why this face was kept among several ("largest of 3 (area ...)").
     """
 
     crop: np.ndarray
@@ -47,6 +51,9 @@ class AlignedFace:
     method: str
     score: float = 1.0
     transform: np.ndarray | None = None
+    source_mode: str = ""
+    faces_found: int = 1
+    face_kept: str = "only face"
 
 
 def align_record(
@@ -81,9 +88,11 @@ def align_record(
     image, scale = decoded.rgb, decoded.scale
     rec = _scaled_record(record, scale)
 
-    face = pick_face(detector.detect(image, rec), min_score)
+    found = [d for d in detector.detect(image, rec) if d.score >= min_score and d.area > 0]
+    face = pick_face(found, min_score)
     if face is None:
         return Reject(path, "no face detected")
+    kept = "only face" if len(found) == 1 else _why_kept(face, found, scale)
     if _inside_fraction(face.box, image.shape) < MIN_BOX_INSIDE:
         return Reject(path, "face box lies outside the image")
 
@@ -116,7 +125,22 @@ def align_record(
         method=method,
         score=float(face.score),
         transform=m_file,
+        source_mode=decoded.mode,
+        faces_found=len(found),
+        face_kept=kept,
     )
+
+
+def _why_kept(face, found, scale: float) -> str:
+    """Why `face` was kept among several detections: the largest (ties: the higher score)."""
+    from lrlivae.faces.detect import SIZE_TIE
+
+    others = sorted((d for d in found if d is not face), key=lambda d: -d.area)
+    a, b = face.area / scale**2, others[0].area / scale**2
+    tied = [d for d in others if d.area >= face.area * (1.0 - SIZE_TIE)]
+    why = "largest" if not tied else f"largest (with {len(tied)} about as large: the highest score)"
+    return f"{why} of {len(found)} (area {a:.0f} px^2, score {face.score:.3g}; next {b:.0f} px^2, " \
+           f"score {others[0].score:.3g})"
 
 
 def _resize_pixels(record: FaceRecord, size: int) -> AlignedFace | Reject:
