@@ -15,7 +15,8 @@ SRC = REPO / "src"
 
 # Modules every command imports that do not change what a stage computes: the command line and params
 # parsing, MLflow logging, progress output, the package docstring.
-NEUTRAL = {"pipeline/__init__.py", "pipeline/cli.py", "pipeline/params.py", "pipeline/schema.py",
+NEUTRAL = {"pipeline/__init__.py", "pipeline/cli.py", "pipeline/cli_common.py", "pipeline/cli_tools.py",
+           "pipeline/params.py", "pipeline/schema.py",
            "pipeline/schema_eval.py", "pipeline/tracking.py", "pipeline/tracking_ops.py", "pipeline/mlflow_sync.py",
            "pipeline/mlflow_model.py", "pipeline/face_generator.py", "pipeline/face_generator_pyfunc.py",
            "src/lrlivae/__init__.py", "src/lrlivae/progress.py"}
@@ -59,10 +60,11 @@ def _closure(modules: set[str]) -> set[Path]:
 
 
 def _command_entry_modules() -> dict[str, set[str]]:
-    """For each `lrlivae <command>`: the modules its function in pipeline/cli.py imports, following calls
+    """For each `lrlivae <command>`: the modules its function in pipeline/cli*.py imports, following calls
     to helper functions of cli.py one level."""
-    tree = ast.parse((REPO / "pipeline" / "cli.py").read_text())
-    funcs = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    funcs = {}
+    for path in sorted((REPO / "pipeline").glob("cli*.py")):  # cli.py and the modules registering on its app
+        funcs.update({f.name: f for f in ast.parse(path.read_text()).body if isinstance(f, ast.FunctionDef)})
 
     def body_imports(f) -> set[str]:
         mods = set()
