@@ -7,16 +7,19 @@ from typing import List, Optional
 
 import typer
 
-from pipeline.cli_common import PARAMS_OPT, _fail, _load, app
+from pipeline.cli_common import PARAMS_OPT, _fail, _load, app, from_dvc
 from pipeline.params import ParamsError  # noqa: F401
 
 
 @app.command()
 def synth(
     params: Path = PARAMS_OPT,
-    out_labeled: Path = typer.Option(Path("data/raw/synthetic/labeled"), help="folder for the labeled set"),
-    out_unlabeled: Path = typer.Option(Path("data/raw/synthetic/unlabeled"), help="folder for the unlabeled set"),
-    metrics: Path = typer.Option(Path("reports/synth.json"), help="metrics JSON"),
+    out_labeled: Path = typer.Option(default_factory=from_dvc("synth", "--out-labeled"), show_default="as dvc.yaml",
+        help="folder for the labeled set"),
+    out_unlabeled: Path = typer.Option(default_factory=from_dvc("synth", "--out-unlabeled"), show_default="as dvc.yaml",
+        help="folder for the unlabeled set"),
+    metrics: Path = typer.Option(default_factory=from_dvc("synth", "--metrics"), show_default="as dvc.yaml",
+        help="metrics JSON"),
 ) -> None:
     """Generate the built-in synthetic face sets (frames, landmarks and ground-truth factors)."""
     from pipeline import synth as stage
@@ -28,14 +31,18 @@ def synth(
 @app.command()
 def align(
     params: Path = PARAMS_OPT,
-    labeled_root: Path = typer.Option(Path("data/raw/synthetic/labeled"), help="source folder of the labeled set"),
+    labeled_root: Path = typer.Option(default_factory=from_dvc("align", "--labeled-root"), show_default="as dvc.yaml",
+        help="source folder of the labeled set"),
     unlabeled_root: Optional[Path] = typer.Option(
-        Path("data/raw/synthetic/unlabeled"), help="source folder of the unlabeled set ('' to skip the set)"
+        default_factory=from_dvc("align", "--unlabeled-root"), show_default="as dvc.yaml",
+        help="source folder of the unlabeled set ('' to skip the set)"
     ),
     labeled_list: List[Path] = typer.Option([], help="list files of the labeled source (FaceScrub); repeatable"),
     unlabeled_list: List[Path] = typer.Option([], help="list files of the unlabeled source; repeatable"),
-    out_dir: Path = typer.Option(Path("data/aligned"), help="aligned sets are written to OUT_DIR/<set>"),
-    metrics: Path = typer.Option(Path("reports/align.json"), help="metrics JSON"),
+    out_dir: Path = typer.Option(default_factory=from_dvc("align", "--out-dir"), show_default="as dvc.yaml",
+        help="aligned sets are written to OUT_DIR/<set>"),
+    metrics: Path = typer.Option(default_factory=from_dvc("align", "--metrics"), show_default="as dvc.yaml",
+        help="metrics JSON"),
 ) -> None:
     """Detect, align and crop faces to SxS (default 64) for the labeled and unlabeled sets."""
     from pipeline import align as stage
@@ -74,9 +81,12 @@ def _train(stage: str, params: Path, data: Path, out: Path, metrics: Path, init:
 @app.command("train-gm")
 def train_gm(
     params: Path = PARAMS_OPT,
-    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
-    out: Path = typer.Option(Path("models/train_gm"), help="folder for model.pt"),
-    metrics: Path = typer.Option(Path("reports/train_gm.json"), help="metrics JSON"),
+    data: Path = typer.Option(default_factory=from_dvc("train_gm", "--data"), show_default="as dvc.yaml",
+        help="aligned labeled set"),
+    out: Path = typer.Option(default_factory=from_dvc("train_gm", "--out"), show_default="as dvc.yaml",
+        help="folder for model.pt"),
+    metrics: Path = typer.Option(default_factory=from_dvc("train_gm", "--metrics"), show_default="as dvc.yaml",
+        help="metrics JSON"),
     curves: Optional[Path] = typer.Option(None, help="loss curves JSON (a DVC plot)"),
 ) -> None:
     """Stage 1: pre-train Encoder^s and the Gaussian-mixture prior with L_GM (Eq. 9)."""
@@ -86,10 +96,14 @@ def train_gm(
 @app.command("train-joint")
 def train_joint(
     params: Path = PARAMS_OPT,
-    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
-    init: Path = typer.Option(Path("models/train_gm/model.pt"), help="the train_gm checkpoint to start from"),
-    out: Path = typer.Option(Path("models/train_joint"), help="folder for model.pt"),
-    metrics: Path = typer.Option(Path("reports/train_joint.json"), help="metrics JSON"),
+    data: Path = typer.Option(default_factory=from_dvc("train_joint", "--data"), show_default="as dvc.yaml",
+        help="aligned labeled set"),
+    init: Path = typer.Option(default_factory=from_dvc("train_joint", "--init"), show_default="as dvc.yaml",
+        help="the train_gm checkpoint to start from"),
+    out: Path = typer.Option(default_factory=from_dvc("train_joint", "--out"), show_default="as dvc.yaml",
+        help="folder for model.pt"),
+    metrics: Path = typer.Option(default_factory=from_dvc("train_joint", "--metrics"), show_default="as dvc.yaml",
+        help="metrics JSON"),
     curves: Optional[Path] = typer.Option(None, help="loss curves JSON (a DVC plot)"),
 ) -> None:
     """Stage 2: Algorithm 1, n_gm GM steps then one joint step of every network, per iteration."""
@@ -99,12 +113,18 @@ def train_joint(
 @app.command("finetune-semi")
 def finetune_semi(
     params: Path = PARAMS_OPT,
-    data: Path = typer.Option(Path("data/aligned/unlabeled"), help="aligned unlabeled set (unseen identities)"),
-    labeled: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
-    init: Path = typer.Option(Path("models/train_joint/model.pt"), help="the train_joint checkpoint to start from"),
-    out: Path = typer.Option(Path("models/finetune_semi"), help="folder for model.pt"),
-    metrics: Path = typer.Option(Path("reports/finetune_semi.json"), help="metrics JSON"),
-    figures: Path = typer.Option(Path("reports/figures/finetune_semi"), help="folder for the swap figures"),
+    data: Path = typer.Option(default_factory=from_dvc("finetune_semi", "--data"), show_default="as dvc.yaml",
+        help="aligned unlabeled set (unseen identities)"),
+    labeled: Path = typer.Option(default_factory=from_dvc("finetune_semi", "--labeled"), show_default="as dvc.yaml",
+        help="aligned labeled set"),
+    init: Path = typer.Option(default_factory=from_dvc("finetune_semi", "--init"), show_default="as dvc.yaml",
+        help="the train_joint checkpoint to start from"),
+    out: Path = typer.Option(default_factory=from_dvc("finetune_semi", "--out"), show_default="as dvc.yaml",
+        help="folder for model.pt"),
+    metrics: Path = typer.Option(default_factory=from_dvc("finetune_semi", "--metrics"), show_default="as dvc.yaml",
+        help="metrics JSON"),
+    figures: Path = typer.Option(default_factory=from_dvc("finetune_semi", "--figures"), show_default="as dvc.yaml",
+        help="folder for the swap figures"),
     curves: Optional[Path] = typer.Option(None, help="loss curves JSON (a DVC plot)"),
 ) -> None:
     """Stage 3: semi-supervised fine-tuning on unlabeled faces with the ambiguous Gaussian (Eq. 11)."""
@@ -125,9 +145,12 @@ def finetune_semi(
 @app.command("train-evaluator")
 def train_evaluator_cmd(
     params: Path = PARAMS_OPT,
-    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
-    out: Path = typer.Option(Path("models/train_evaluator"), help="folder for evaluator.pt"),
-    metrics: Path = typer.Option(Path("reports/train_evaluator.json"), help="metrics JSON"),
+    data: Path = typer.Option(default_factory=from_dvc("train_evaluator", "--data"), show_default="as dvc.yaml",
+        help="aligned labeled set"),
+    out: Path = typer.Option(default_factory=from_dvc("train_evaluator", "--out"), show_default="as dvc.yaml",
+        help="folder for evaluator.pt"),
+    metrics: Path = typer.Option(default_factory=from_dvc("train_evaluator", "--metrics"), show_default="as dvc.yaml",
+        help="metrics JSON"),
 ) -> None:
     """Train the classifier behind the Inception Score and FCD on the real labeled training split."""
     from pipeline.evaluate import run_train_evaluator
@@ -141,14 +164,21 @@ def train_evaluator_cmd(
 @app.command()
 def evaluate(
     params: Path = PARAMS_OPT,
-    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
-    model: Path = typer.Option(Path("models/finetune_semi/model.pt"), help="the model to evaluate"),
-    evaluator: Path = typer.Option(Path("models/train_evaluator/evaluator.pt"), help="the trained evaluator"),
-    metrics: Path = typer.Option(Path("reports/evaluate.json"), help="metrics JSON"),
-    figures: Path = typer.Option(Path("reports/figures/evaluate"), help="folder for the figures"),
-    report: Path = typer.Option(Path("reports/evaluate.md"), help="the Markdown report"),
+    data: Path = typer.Option(default_factory=from_dvc("evaluate", "--data"), show_default="as dvc.yaml",
+        help="aligned labeled set"),
+    model: Path = typer.Option(default_factory=from_dvc("evaluate", "--model"), show_default="as dvc.yaml",
+        help="the model to evaluate"),
+    evaluator: Path = typer.Option(default_factory=from_dvc("evaluate", "--evaluator"), show_default="as dvc.yaml",
+        help="the trained evaluator"),
+    metrics: Path = typer.Option(default_factory=from_dvc("evaluate", "--metrics"), show_default="as dvc.yaml",
+        help="metrics JSON"),
+    figures: Path = typer.Option(default_factory=from_dvc("evaluate", "--figures"), show_default="as dvc.yaml",
+        help="folder for the figures"),
+    report: Path = typer.Option(default_factory=from_dvc("evaluate", "--report"), show_default="as dvc.yaml",
+        help="the Markdown report"),
     joint_model: Optional[Path] = typer.Option(None, help="also score this model (train_joint, before fine-tuning)"),
-    joint_metrics: Path = typer.Option(Path("reports/evaluate_train_joint.json"), help="its metrics JSON"),
+    joint_metrics: Path = typer.Option(default_factory=from_dvc("evaluate", "--joint-metrics"), show_default="as dvc.yaml",
+        help="its metrics JSON"),
 ) -> None:
     """Inception Score, intra-class diversity, FCD, probes, inpainting, disentanglement, and figures."""
     from pipeline.evaluate import run_evaluate

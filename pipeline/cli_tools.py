@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from pipeline.cli_common import PARAMS_OPT, _fail, _load, app
+from pipeline.cli_common import PARAMS_OPT, _fail, _load, app, from_dvc
 from pipeline.params import ParamsError
 
 KIND_OPT = typer.Option(..., "--kind", help="baseline: cvae | cgan | cvaegan")
@@ -25,7 +25,8 @@ def _check_kind(kind: str) -> None:
 def train_baseline(
     kind: str = KIND_OPT,
     params: Path = PARAMS_OPT,
-    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    data: Path = typer.Option(default_factory=from_dvc("train_baseline", "--data"), show_default="as dvc.yaml",
+        help="aligned labeled set"),
     out: Optional[Path] = typer.Option(None, help="folder for model.pt (default models/baselines/KIND)"),
     metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default reports/baselines/train_KIND.json)"),
     curves: Optional[Path] = typer.Option(None, help="loss curves JSON (a DVC plot)"),
@@ -49,9 +50,11 @@ def train_baseline(
 def evaluate_baseline(
     kind: str = KIND_OPT,
     params: Path = PARAMS_OPT,
-    data: Path = typer.Option(Path("data/aligned/labeled"), help="aligned labeled set"),
+    data: Path = typer.Option(default_factory=from_dvc("evaluate_baseline", "--data"), show_default="as dvc.yaml",
+        help="aligned labeled set"),
     model: Optional[Path] = typer.Option(None, help="the baseline (default models/baselines/KIND/model.pt)"),
-    evaluator: Path = typer.Option(Path("models/train_evaluator/evaluator.pt"), help="the trained evaluator"),
+    evaluator: Path = typer.Option(default_factory=from_dvc("evaluate_baseline", "--evaluator"), show_default="as dvc.yaml",
+        help="the trained evaluator"),
     metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default reports/baselines/KIND.json)"),
     out: Optional[Path] = typer.Option(None, help="folder for figures/ and disentanglement.csv (default reports/baselines/KIND)"),
 ) -> None:
@@ -74,13 +77,19 @@ def evaluate_baseline(
 @app.command()
 def compare(
     params: Path = PARAMS_OPT,
-    ours: Path = typer.Option(Path("reports/evaluate.json"), help="the `evaluate` report of Lr-LiVAE"),
-    ours_table: Path = typer.Option(Path("reports/disentanglement.csv"), help="its disentanglement table"),
-    ours_figures: Path = typer.Option(Path("reports/figures/evaluate"), help="its figures"),
+    ours: Path = typer.Option(default_factory=from_dvc("compare", "--ours"), show_default="as dvc.yaml",
+        help="the `evaluate` report of Lr-LiVAE"),
+    ours_table: Path = typer.Option(default_factory=from_dvc("compare", "--ours-table"), show_default="as dvc.yaml",
+        help="its disentanglement table"),
+    ours_figures: Path = typer.Option(default_factory=from_dvc("compare", "--ours-figures"), show_default="as dvc.yaml",
+        help="its figures"),
     ours_joint: Optional[Path] = typer.Option(None, help="the `evaluate` report of the train_joint model"),
-    baselines: Path = typer.Option(Path("reports/baselines"), help="folder of the baseline reports (KIND.json)"),
-    out_json: Path = typer.Option(Path("reports/comparison.json"), help="flat comparison metrics"),
-    out_md: Path = typer.Option(Path("reports/comparison.md"), help="the comparison tables"),
+    baselines: Path = typer.Option(default_factory=from_dvc("compare", "--baselines"), show_default="as dvc.yaml",
+        help="folder of the baseline reports (KIND.json)"),
+    out_json: Path = typer.Option(default_factory=from_dvc("compare", "--out-json"), show_default="as dvc.yaml",
+        help="flat comparison metrics"),
+    out_md: Path = typer.Option(default_factory=from_dvc("compare", "--out-md"), show_default="as dvc.yaml",
+        help="the comparison tables"),
     out_plot: Optional[Path] = typer.Option(None, help="bar-plot rows, one per model (a DVC plot)"),
 ) -> None:
     """The paper's comparison tables (Tables 1, 2; FCD, inpainting, disentanglement) from the reports."""
@@ -95,9 +104,12 @@ def compare(
 @app.command()
 def toy(
     params: Path = PARAMS_OPT,
-    metrics: Path = typer.Option(Path("reports/toy.json"), help="metrics JSON"),
-    figures: Path = typer.Option(Path("reports/figures/toy"), help="folder for fig2.png"),
-    report: Path = typer.Option(Path("reports/toy.md"), help="the Markdown report"),
+    metrics: Path = typer.Option(default_factory=from_dvc("toy", "--metrics"), show_default="as dvc.yaml",
+        help="metrics JSON"),
+    figures: Path = typer.Option(default_factory=from_dvc("toy", "--figures"), show_default="as dvc.yaml",
+        help="folder for fig2.png"),
+    report: Path = typer.Option(default_factory=from_dvc("toy", "--report"), show_default="as dvc.yaml",
+        help="the Markdown report"),
     curves: Optional[Path] = typer.Option(None, help="y-spread per figure epoch, JSON (a DVC plot)"),
 ) -> None:
     """Toy example (Sec. 4.1, Fig. 2): Lr-LiVAE against cVAE-GAN on three noisy half circles."""

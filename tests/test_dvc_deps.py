@@ -125,3 +125,23 @@ def test_the_layers_import_one_way():
     for f, mods in _library_imports("evaluate").items():
         bad += [f"{f} -> {m}" for m in mods if m.startswith("lrlivae.train")]
     assert not bad, "imports against the layering (DESIGN.md):\n" + "\n".join(bad)
+
+
+def test_paths_have_one_home_dvc_yaml():
+    """A command's path options default to what dvc.yaml passes (read from dvc.yaml), never to a second
+    copy of the path written in the CLI."""
+    import re
+    import shlex
+
+    from pipeline.cli_common import dvc_path
+
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    passed = set()
+    for name, st in doc["stages"].items():
+        words = shlex.split(st.get("do", st)["cmd"])
+        passed |= {w for w in words if "/" in w and not w.startswith("-")}
+    cli = "".join(p.read_text() for p in (REPO / "pipeline").glob("cli*.py"))
+    literal = set(re.findall(r'typer\.Option\(\s*Path\("([^"]+)"\)', cli))
+    assert not literal & passed, f"CLI defaults that repeat dvc.yaml's paths: {sorted(literal & passed)}"
+    assert dvc_path("train_joint", "--init") == Path("models/train_gm/model.pt")
+    assert dvc_path("align", "--labeled-root") == Path("data/raw/synthetic/labeled")  # a ${var} resolved
