@@ -145,3 +145,22 @@ def test_paths_have_one_home_dvc_yaml():
     assert not literal & passed, f"CLI defaults that repeat dvc.yaml's paths: {sorted(literal & passed)}"
     assert dvc_path("train_joint", "--init") == Path("models/train_gm/model.pt")
     assert dvc_path("align", "--labeled-root") == Path("data/raw/synthetic/labeled")  # a ${var} resolved
+
+
+def test_every_param_a_stage_names_is_in_params_yaml():
+    """DVC refuses a stage whose params are missing from params.yaml, even when the code has defaults."""
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    missing = []
+    for name, st in doc["stages"].items():
+        items = st.get("foreach", [None])
+        for item in items:
+            for key in st.get("do", st).get("params", []):
+                key = str(key).replace("${item}", str(item))
+                node = params
+                for part in key.split("."):
+                    if not isinstance(node, dict) or part not in node:
+                        missing.append(f"{name}: {key}")
+                        break
+                    node = node[part]
+    assert not missing, f"params.yaml lacks params that dvc.yaml stages name: {missing}"
