@@ -41,6 +41,15 @@ def list_identity_folders(root: str | os.PathLike) -> list[tuple[str, list[Path]
     except OSError as e:
         raise OSError(f"cannot list image folder {root}: {e.strerror or e}") from e
     out: list[tuple[str, list[Path]]] = []
+    for ident, folder, names in _identity_entries(root, entries):
+        images = [folder / n for n in names if (folder / n).is_file()]
+        if images:
+            out.append((ident, images))
+    return out
+
+
+def _identity_entries(root: Path, entries: list[str]):
+    """(identity, folder, sorted image-named entries) of each readable identity folder under root."""
     for ident in entries:
         folder = root / ident
         if ident.startswith(".") or not folder.is_dir():
@@ -49,25 +58,15 @@ def list_identity_folders(root: str | os.PathLike) -> list[tuple[str, list[Path]
             names = sorted(os.listdir(folder))
         except OSError:
             continue
-        images = [folder / n for n in names if is_image_name(n) and (folder / n).is_file()]
-        if images:
-            out.append((ident, images))
-    return out
+        yield ident, folder, [n for n in names if is_image_name(n)]
 
 
 def dangling_links(root: str | os.PathLike) -> list[Path]:
     """Image-named symlinks in the identity folders whose target does not exist (sorted)."""
     root = Path(root)
     out: list[Path] = []
-    for ident in sorted(os.listdir(root)):
-        folder = root / ident
-        if ident.startswith(".") or not folder.is_dir():
-            continue
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        out += [folder / n for n in names if is_image_name(n) and (folder / n).is_symlink() and not (folder / n).exists()]
+    for _, folder, names in _identity_entries(root, sorted(os.listdir(root))):
+        out += [folder / n for n in names if (folder / n).is_symlink() and not (folder / n).exists()]
     return out
 
 
