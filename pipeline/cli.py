@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from pipeline.cli_common import PARAMS_OPT, _fail, _load, app, from_dvc
-from pipeline.params import ParamsError  # noqa: F401
 
 
 @app.command()

@@ -2,7 +2,9 @@
 with a clear message."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+
 import typer
 
 from pipeline.params import Params, ParamsError, load_params
@@ -32,6 +34,13 @@ def _fail(e: Exception) -> None:
 DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
 
 
+@functools.lru_cache(maxsize=1)
+def _dvc_doc() -> dict:
+    import yaml
+
+    return yaml.safe_load(DVC_YAML.read_text())
+
+
 def dvc_path(stage: str, option: str, item: str | None = None) -> Path:
     """The value dvc.yaml's command for `stage` gives `option` (its ${vars} and a foreach ${item}
     substituted): paths have one home, dvc.yaml, and a command run by hand uses the same ones."""
@@ -40,7 +49,7 @@ def dvc_path(stage: str, option: str, item: str | None = None) -> Path:
     import yaml
 
     try:
-        doc = yaml.safe_load(DVC_YAML.read_text())
+        doc = _dvc_doc()
         st = doc["stages"][stage]
     except (OSError, KeyError, TypeError, yaml.YAMLError) as e:
         raise typer.BadParameter(f"no default for {option}: cannot read stage {stage!r} of {DVC_YAML} ({e}); "
