@@ -1,4 +1,4 @@
-"""Score trained Lr-LiVAE checkpoints by the `evaluate` protocol (pipeline.evaluate.score_model): where
+"""Score trained Lr-LiVAE checkpoints by the `evaluate` protocol (lrlivae.evaluate.protocol.score_model): where
 samples lose their class, how the codes sit against the learned prior (lrlivae.evaluate.diagnose), and
 the generation metrics (IS, FCD, generated-class accuracy, diversity), probes and inpainting.
 
@@ -18,7 +18,8 @@ import torch
 
 from lrlivae.data.aligned import AlignedFaces
 from lrlivae.evaluate.classifier import load_evaluator
-from pipeline.evaluate import load_scored, score_model
+from lrlivae.evaluate.protocol import score_model
+from pipeline.evaluate import load_scored, protocol
 from pipeline.params import load_params
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     for path in args.models:
         t0 = time.perf_counter()
         model, _, ids = load_scored(path, meta, args.evaluator, "cpu")
-        m, _ = score_model(model, ev, ds, ids, params.evaluate, params.seed, "cpu")
+        m, _ = score_model(model, ev, ds, ids, protocol(params), params.seed, "cpu")
         m["seconds"] = time.perf_counter() - t0
         results[str(path)] = m
         print(json.dumps({str(path): m}, indent=1), flush=True)

@@ -5,13 +5,13 @@ split, with the architecture of `params.model` (the same blocks and sizes as Lr-
 of `params.baselines`; writes models/baselines/<kind>/model.pt, a self-describing checkpoint (kind,
 baseline config, identities; `load_baseline` rebuilds the model from it alone).
 
-evaluate_baseline: the `evaluate` stage's protocol with the same evaluator (pipeline.evaluate:
+evaluate_baseline: the `evaluate` stage's protocol with the same evaluator (lrlivae.evaluate.protocol:
 `generation_metrics` - Inception Score, intra-class diversity, FCD - and `inpainting_metrics`), plus,
 for the baselines with an encoder (cVAE, cVAE-GAN; both read the true label, as the paper gives it to
 cVAE-GAN for inpainting):
 - z_probe_accuracy: a logistic probe of identity from the mean of q(z | x, c) (fitted on train-split
   codes, scored on the test split): the analogue of Lr-LiVAE's zu_probe_accuracy (label-free code);
-- real photo sources: the identity_judge/* figures (dlib's descriptor; pipeline.evaluate.JudgeReference);
+- real photo sources: the identity_judge/* figures (dlib's descriptor; lrlivae.evaluate.identity.JudgeReference);
 - synthetic data: the disentanglement table with the one-hot label as the label-relevant code (from_zs)
   and z as the label-irrelevant one (from_zu), and disentanglement_gap, as for Lr-LiVAE.
 cGAN has no encoder: no inpainting, probes or disentanglement (reported as not applicable).
@@ -34,6 +34,7 @@ from lrlivae.baselines import (HAS_ENCODER, BaselineConfig, BaselineWeights, Lab
 from lrlivae.baselines import evaluate as bev
 from lrlivae.baselines.train import BaselineTrainer
 from lrlivae.data.aligned import AlignedFaces, to_float_tensor
+from lrlivae.data.synthetic.factors import FACTOR_KINDS
 from lrlivae.evaluate import figures as figs
 from lrlivae.evaluate.classifier import load_evaluator
 from lrlivae.evaluate.probes import disentanglement_gap, disentanglement_table
@@ -42,11 +43,12 @@ from lrlivae.train import distributed as ddp
 from lrlivae.train import monitor
 from lrlivae.train.checkpoint import load_checkpoint
 from lrlivae.train.loop import NonFiniteLoss, TrainSettings
-from pipeline.evaluate import generation_metrics, inpainting_metrics, judge_reference, write_figures
+from lrlivae.evaluate.protocol import generation_metrics, inpainting_metrics
+from pipeline.evaluate import judge_reference, protocol, write_figures
 from pipeline.params import Params
 from pipeline.plots import write_curves
 from pipeline.tracking import stage_run
-from pipeline.training import FACTOR_KINDS, TrainingError, _file_digest, model_config
+from pipeline.training import TrainingError, _file_digest, model_config
 
 
 def baseline_config(params: Params, kind: str, image_size: int, n_classes: int) -> BaselineConfig:
@@ -74,11 +76,6 @@ def load_baseline(path: Path, device="cpu"):
     return model, disc, st
 
 
-def _rows(ds: AlignedFaces, labels: np.ndarray, split: str) -> np.ndarray:
-    r = ds.split_indices(split)
-    return np.sort(r[labels[r] >= 0])
-
-
 def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: Path, out_dir: Path,
                        metrics_path: Path, curves_path: Path | None = None) -> dict:
     cfg = params.baselines.common
@@ -90,7 +87,7 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
     if not ids:
         raise TrainingError(f"{data_dir}: the set has no identities; training needs a labeled set")
     labels = ds.labels(ids)
-    rows, val = _rows(ds, labels, "train"), _rows(ds, labels, "val")
+    rows, val = ds.labeled_rows("train", ids), ds.labeled_rows("val", ids)
     if len(rows) < cfg.batch_size * info.world:
         raise TrainingError(f"{data_dir}: {len(rows)} training rows are fewer than one batch per process "
                             f"(baselines.common.batch_size = {cfg.batch_size} x {info.world})")
@@ -136,7 +133,7 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
         if not info.is_main:
             return {}
         metrics = {"steps": trainer.step, "train_seconds": time.perf_counter() - t0}
-        te = _rows(ds, labels, "test")
+        te = ds.labeled_rows("test", ids)
         if HAS_ENCODER[kind] and len(te):
             metrics["recon_mse_test"] = bev.reconstruction_mse(model, ds.faces, te, labels, device)
         atomic_write_json(metrics_path, metrics)
@@ -187,7 +184,7 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
     if list(ev_meta.get("identities", ids)) != ids:
         raise ValueError(f"{evaluator_path} was trained on other identities than {model_path}")
     labels = ds.labels(ids)
-    tr, te = _rows(ds, labels, "train"), _rows(ds, labels, "test")
+    tr, te = ds.labeled_rows("train", ids), ds.labeled_rows("test", ids)
     x_te, y_te = np.asarray(ds.faces[te]), labels[te]
     shutil.rmtree(out_dir, ignore_errors=True)
     figures_dir, csv_path = Path(out_dir) / "figures", Path(out_dir) / "disentanglement.csv"
@@ -196,7 +193,7 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
         tracker.log_dataset(data_dir, context="evaluation")
         tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
-        m = generation_metrics(model, ev, len(ids), x_te, y_te, cfg, params.seed, device,
+        m = generation_metrics(model, ev, len(ids), x_te, y_te, protocol(params), params.seed, device,
                                judge_reference(params, x_te, y_te))
         classes = list(range(min(cfg.figure_classes, len(ids))))
         pics = {"samples": figs.class_samples(model, classes, 8, seed=params.seed),

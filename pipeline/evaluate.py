@@ -4,25 +4,11 @@ train_evaluator: a compact residual classifier trained on the aligned labeled TR
 pretrained weights), cached as its own stage so sweeps of the generative model do not retrain it; it
 stands in for the paper's Inception network (Appendix B.5).
 
-evaluate (protocol, fixed):
-- inception_score(_std): exp(E_x KL(p(y|x) || p(y))) with the evaluator's p(y|x) on `per_class` prior
-  samples per class (z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I), eval mode, seed `seed`), classes
-  interleaved, 10 splits of consecutive chunks; inception_score_real: the same on the real test split
-  (the ceiling), interleaved by class and cut into chunks of the generated chunk size (so the two
-  numbers are comparable: IS depends on the chunk size);
-- intra_class_diversity(_real): Eq. 12, 1 - mean MS-SSIM over all pairs within a class, averaged over
-  classes (MS-SSIM protocol in lrlivae.evaluate.diversity);
-- fcd: Frechet distance of evaluator features, generated samples vs real test images;
-- zs_accuracy (GM posterior, test split), zs/zu_probe_accuracy (logistic probes fitted on train codes),
-  chance_accuracy;
-- inpaint_psnr_<mask>, inpaint_ssim_<mask>: x_inp = M x' + (1 - M) x on the test split, over the masked
-  region; masks placed from the alignment template (lrlivae.evaluate.inpaint);
-- synthetic data: the disentanglement table (each ground-truth factor probed from z_s and from z_u on
-  held-out codes) and disentanglement_gap;
-- real photo sources (evaluate.identity_judge: auto): `identity_judge/<figure>`, dlib's face descriptor as
-  an independent judge of identity preservation (lrlivae.evaluate.identity): `identity_judge_per_class`
-  generated samples and real test crops per class; same_distance / other_distance / margin / accuracy / auc
-  and the real crops' own figures real_* (the ceiling).
+evaluate: scores the model the pipeline hands out (and the train_joint model beside it) by the fixed
+protocol of lrlivae.evaluate.protocol, writes its figures and a markdown report; on real photo sources
+(evaluate.identity_judge: auto) also dlib's face descriptor as an independent judge of identity
+(lrlivae.evaluate.identity): generated samples and real test crops per class, the real crops' own
+figures (real_*) being the ceiling.
 """
 from __future__ import annotations
 
@@ -32,19 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrlivae.data.aligned import AlignedFaces, to_float_tensor, to_uint8_images
+from lrlivae.data.aligned import AlignedFaces, to_float_tensor
 from lrlivae.evaluate import figures as figs
-from lrlivae.evaluate.classifier import accuracy, features, load_evaluator, predict_probs, save_evaluator, train_evaluator
-from lrlivae.evaluate.diversity import intra_class_diversity
-from lrlivae.evaluate.frechet import fcd
-from lrlivae.evaluate.inception import inception_score, interleave_classes, splits_for_chunk
-from lrlivae.evaluate.inpaint import MASKS, inpaint, make_mask, masked_psnr, masked_ssim
-from lrlivae.evaluate.probes import disentanglement_gap, disentanglement_table
+from lrlivae.evaluate.classifier import accuracy, load_evaluator, save_evaluator, train_evaluator
+from lrlivae.evaluate.identity import REAL_FACE_SOURCES, JudgeReference, judge_enabled
+from lrlivae.evaluate.protocol import EvalProtocol, score_model
 from lrlivae.io import atomic_write_bytes, atomic_write_json, save_png
-from lrlivae.train import monitor
 from pipeline.params import Params
 from pipeline.tracking import stage_run
-from pipeline.training import FACTOR_KINDS, load_model
+from pipeline.training import load_model
 
 
 def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
@@ -53,8 +35,7 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
     ds = AlignedFaces(data_dir)
     ids = ds.identities
     labels = ds.labels(ids)
-    tr, te = ds.split_indices("train"), ds.split_indices("test")
-    tr, te = np.sort(tr[labels[tr] >= 0]), np.sort(te[labels[te] >= 0])
+    tr, te = ds.labeled_rows("train", ids), ds.labeled_rows("test", ids)
     with stage_run("train_evaluator", params.model_dump(mode="json"), params_path) as tracker:
         tracker.log_dataset(data_dir, context="training")
         start = time.perf_counter()
@@ -74,44 +55,6 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
     return metrics
 
 
-JUDGE_PREFIX = "identity_judge/"
-REAL_FACE_SOURCES = ("facescrub", "casia", "imagefolder")
-
-
-def judge_enabled(setting, source: str) -> bool:
-    """identity_judge: "auto" -> on for the real photo sources, off for synthetic faces and CIFAR; a bool as given."""
-    if setting == "auto":
-        return source in REAL_FACE_SOURCES
-    return bool(setting)
-
-
-class JudgeReference:
-    """dlib descriptors of up to `per_class` real test crops per class, computed once and shared by every model
-    a stage scores; `score(gen, gen_y)` gives the identity_judge/* figures of generated samples."""
-
-    def __init__(self, x_te: np.ndarray, y_te: np.ndarray, per_class: int, seed: int = 0):
-        from lrlivae.evaluate.identity import IdentityJudge, pick_per_class
-
-        self.judge = IdentityJudge()
-        self.per_class = int(per_class)
-        self.seed = seed
-        rows = pick_per_class(y_te, self.per_class, seed)
-        t0 = time.perf_counter()
-        self.y = np.asarray(y_te)[rows]
-        self.desc = self.judge.descriptors(np.asarray(x_te)[rows])
-        self.seconds = time.perf_counter() - t0
-
-    def score(self, gen: np.ndarray, gen_y: np.ndarray) -> dict:
-        from lrlivae.evaluate.identity import pick_per_class, preservation_metrics
-
-        t0 = time.perf_counter()
-        rows = pick_per_class(gen_y, self.per_class, self.seed)
-        m = preservation_metrics(self.judge.descriptors(np.asarray(gen)[rows]), np.asarray(gen_y)[rows], self.desc,
-                                 self.y)
-        m["seconds"] = time.perf_counter() - t0 + self.seconds
-        return {JUDGE_PREFIX + k: v for k, v in m.items()}
-
-
 def judge_reference(params: Params, x_te: np.ndarray, y_te: np.ndarray) -> JudgeReference | None:
     """The judge's real reference when evaluate.identity_judge is on for the labeled source, else None."""
     cfg = params.evaluate
@@ -123,95 +66,10 @@ def judge_reference(params: Params, x_te: np.ndarray, y_te: np.ndarray) -> Judge
     return JudgeReference(x_te, y_te, cfg.identity_judge_per_class, params.seed)
 
 
-def _generate(model, n_classes: int, per_class: int, seed: int, device) -> tuple[np.ndarray, np.ndarray]:
-    g = torch.Generator(device=device).manual_seed(seed)
-    imgs, ys = [], []
-    with monitor.evaluating(model):
-        for c in range(n_classes):
-            out = model.generate(y=c, n=per_class, generator=g)
-            imgs.append(to_uint8_images(out.x))
-            ys.append(np.full(per_class, c))
-    # interleave the classes, so that each Inception Score split (a consecutive chunk) holds all of them
-    ys = np.concatenate(ys)
-    order = interleave_classes(ys)
-    return np.concatenate(imgs)[order], ys[order]
-
-
-def generation_metrics(model, ev, n_classes: int, x_te: np.ndarray, y_te: np.ndarray, cfg, seed: int,
-                       device, judge: JudgeReference | None = None) -> dict:
-    """Inception Score (and its real-image ceiling), generated-class accuracy, intra-class diversity and FCD
-    of any model with `generate(y=c, n, generator)` (Lr-LiVAE or a baseline), by the protocol above; with a
-    judge reference also the identity_judge/* figures of the same samples."""
-    m: dict[str, float] = {}
-    gen, gen_y = _generate(model, n_classes, cfg.per_class, seed, device)
-    splits = min(cfg.splits, len(gen))
-    m["inception_score"], m["inception_score_std"] = inception_score(predict_probs(ev, gen), splits=splits)
-    # the real ceiling: test images interleaved by class, in chunks as large as the generated ones
-    real_order = interleave_classes(y_te)
-    m["inception_score_real"], _ = inception_score(
-        predict_probs(ev, x_te[real_order]), splits=splits_for_chunk(len(x_te), len(gen) // splits))
-    m["generated_class_accuracy"] = accuracy(ev, gen, gen_y)
-    m["intra_class_diversity"] = intra_class_diversity(gen, gen_y)
-    try:
-        m["intra_class_diversity_real"] = intra_class_diversity(x_te, y_te)
-    except ValueError as e:  # a test split with one image per class has no pairs
-        print(f"[lrlivae] warning: intra_class_diversity_real not computed: {e}")
-    m["fcd"] = fcd(features(ev, gen), features(ev, x_te))
-    if judge is not None:
-        m.update(judge.score(gen, gen_y))
-    return m
-
-
-def inpainting_metrics(model, x: torch.Tensor, size: int) -> dict:
-    """inpaint_psnr_<mask>, inpaint_ssim_<mask> on x (N, C, S, S) for every mask, for any model with
-    `reconstruct(x, sample=False)` (a baseline that needs labels comes wrapped in `LabelBound`)."""
-    m: dict[str, float] = {}
-    for name in MASKS:
-        mask = make_mask(name, size)
-        with monitor.evaluating(model):
-            x_inp = inpaint(model, x, mask)
-        m[f"inpaint_psnr_{name}"] = float(np.mean(masked_psnr(x, x_inp, mask)))
-        m[f"inpaint_ssim_{name}"] = float(np.mean(masked_ssim(x, x_inp, mask)))
-    return m
-
-
-def _test_split(ds: AlignedFaces, ids: list[str]):
-    labels = ds.labels(ids)
-    tr, te = (np.sort(r[labels[r] >= 0]) for r in (ds.split_indices("train"), ds.split_indices("test")))
-    return labels, tr, te
-
-
-def score_model(model, ev, ds: AlignedFaces, ids: list[str], cfg, seed: int, device,
-                judge: JudgeReference | None = None) -> tuple[dict, object]:
-    """Every figure of the protocol for one Lr-LiVAE model: generation metrics, code accuracies and probes,
-    the class-accuracy decomposition and code statistics (lrlivae.evaluate.diagnose), inpainting, and on
-    synthetic data the disentanglement table. Returns (metrics, table or None)."""
-    from lrlivae.evaluate.diagnose import diagnose
-
-    labels, tr, te = _test_split(ds, ids)
-    x_te, y_te = np.asarray(ds.faces[te]), labels[te]
-    m: dict[str, float] = {}
-    m.update(generation_metrics(model, ev, len(ids), x_te, y_te, cfg, seed, device, judge))
-    codes_tr = monitor.encode_rows(model, ds.faces, tr, device)
-    codes_te = monitor.encode_rows(model, ds.faces, te, device)
-    m["zs_accuracy"] = monitor.gm_accuracy(model, codes_te.zs, y_te)
-    m["zs_probe_accuracy"] = monitor.probe_accuracy(codes_tr.zs, labels[tr], codes_te.zs, y_te)
-    m["zu_probe_accuracy"] = monitor.probe_accuracy(codes_tr.mu, labels[tr], codes_te.mu, y_te)
-    m["chance_accuracy"] = 1.0 / len(ids)
-    m["evaluator_real_accuracy"] = accuracy(ev, x_te, y_te)
-    m.update(diagnose(model, ev, codes_tr, labels[tr], codes_te, y_te, seed=seed))
-    m.update(inpainting_metrics(model, to_float_tensor(x_te), ds.faces.shape[1]))
-    kinds = {k: v for k, v in FACTOR_KINDS.items() if f"f_{k}" in ds.index}
-    table = None
-    if kinds:
-        from lrlivae.data.synthetic import IDENTITY_FACTORS, NUISANCE_FACTORS
-
-        f_tr = {k: ds.index[f"f_{k}"].to_numpy()[tr] for k in kinds}
-        f_te = {k: ds.index[f"f_{k}"].to_numpy()[te] for k in kinds}
-        table = disentanglement_table(codes_tr, codes_te, f_tr, f_te, kinds)
-        nuisance = [k for k in NUISANCE_FACTORS if k in kinds and k in cfg.nuisance_factors]
-        m["disentanglement_gap"] = disentanglement_gap(table, [k for k in IDENTITY_FACTORS if k in kinds], nuisance)
-    return m, table
+def protocol(params: Params) -> EvalProtocol:
+    """The evaluation protocol's settings from params.yaml `evaluate`."""
+    cfg = params.evaluate
+    return EvalProtocol(per_class=cfg.per_class, splits=cfg.splits, nuisance_factors=tuple(cfg.nuisance_factors))
 
 
 def load_scored(model_path: Path, ev_meta: dict, evaluator_path: Path, device):
@@ -234,15 +92,15 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
     ds = AlignedFaces(data_dir)
     ev, ev_meta = load_evaluator(evaluator_path, device)
     model, st, ids = load_scored(model_path, ev_meta, evaluator_path, device)
-    labels, tr, te = _test_split(ds, ids)
-    x_te = np.asarray(ds.faces[te])
+    te = ds.labeled_rows("test", ids)
+    x_te, y_te = np.asarray(ds.faces[te]), ds.labels(ids)[te]
     figures_dir = Path(figures_dir)
     with stage_run("evaluate", params.model_dump(mode="json"), params_path) as tracker:
         tracker.log_dataset(data_dir, context="evaluation")
         tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
-        judge = judge_reference(params, x_te, labels[te])
-        m, table = score_model(model, ev, ds, ids, cfg, params.seed, device, judge)
+        judge = judge_reference(params, x_te, y_te)
+        m, table = score_model(model, ev, ds, ids, protocol(params), params.seed, device, judge)
         table_md = ""
         if table is not None:
             table.to_csv(Path(metrics_path).with_name("disentanglement.csv"))
@@ -253,7 +111,7 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
             other, other_st, other_ids = load_scored(other_path, ev_meta, evaluator_path, device)
             if other_ids != ids:
                 raise ValueError(f"{other_path} was trained on other identities than {model_path}")
-            others[name], _ = score_model(other, ev, ds, ids, cfg, params.seed, device, judge)
+            others[name], _ = score_model(other, ev, ds, ids, protocol(params), params.seed, device, judge)
             atomic_write_json(other_metrics, others[name])
             tracker.log_metrics({f"{k}/{name}": v for k, v in others[name].items()})
             tracker.log_headline(others[name], model=name)

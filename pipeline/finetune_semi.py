@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from lrlivae.data.aligned import AlignedFaces
+from lrlivae.data.synthetic.factors import FACTOR_KINDS
 from lrlivae.evaluate.factors import agreement, train_factor_predictor
 from lrlivae.evaluate.swap import swap_grid, swap_images, verification_auc
 from lrlivae.io import save_png
 from lrlivae.train import monitor
 from pipeline.params import Params
-from pipeline.training import FACTOR_KINDS, load_model, run_training
+from pipeline.training import load_model, run_training
 
 # Nuisance factors the swap measurement may read: pose, expression, light and background. Only those the
 # factor predictor reads from real crops of the unseen identities with a score >= USABLE_CEILING are used.
@@ -132,7 +133,7 @@ def run(params: Params, params_path: Path, unlabeled_dir: Path, labeled_dir: Pat
                     metrics[f"swap_{group}_factors"] = len(usable[group])
             metrics.update(swap_metrics(before_model, device, unl, predictor, usable, params, "before_"))
             metrics.update(swap_metrics(model, device, unl, predictor, usable, params, "after_"))
-        from pipeline.evaluate import judge_enabled
+        from lrlivae.evaluate.identity import judge_enabled
 
         if judge_enabled(cfg.identity_judge, params.align.unlabeled.source) and len(unl.split_indices("test")) > 1:
             metrics.update(judge_swap_metrics({"before": before_model, "after": model}, device, unl, params))

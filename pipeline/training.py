@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lrlivae.data.aligned import AlignedFaces
+from lrlivae.data.synthetic.factors import FACTOR_KINDS
 from lrlivae.io import atomic_write_json
 from lrlivae.nn.config import ModelConfig
 from lrlivae.nn.model import build_discriminator, build_model
@@ -65,15 +66,6 @@ def load_model(path: Path, device="cpu"):
     return model, st
 
 
-def _factor_kinds() -> dict[str, str]:
-    from lrlivae.data.synthetic import IDENTITY_FACTORS, NUISANCE_FACTORS
-
-    return {**IDENTITY_FACTORS, **NUISANCE_FACTORS}
-
-
-FACTOR_KINDS = _factor_kinds()
-
-
 def _factor_columns(index) -> list[str]:
     return [c for c in index.columns if c.startswith("f_")]
 
@@ -81,8 +73,7 @@ def _factor_columns(index) -> list[str]:
 def quality_metrics(model, ds: AlignedFaces, identities: list[str], device, mode: str) -> dict:
     """The stage's measured figures on the held-out splits (see docs/guide.md: Training)."""
     labels = ds.labels(identities)
-    tr, va, te = (ds.split_indices(s) for s in ("train", "val", "test"))
-    tr, va, te = (r[labels[r] >= 0] for r in (tr, va, te))
+    tr, va, te = (ds.labeled_rows(s, identities) for s in ("train", "val", "test"))
     out: dict[str, float] = {}
     codes = {name: monitor.encode_rows(model, ds.faces, rows, device) for name, rows in (("train", tr), ("val", va), ("test", te))}
     for name, rows in (("val", va), ("test", te)):
@@ -141,8 +132,7 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
     if init and set(identities) != set(lab.identities):
         raise TrainingError(f"{init_checkpoint} was trained on other identities than {labeled_dir or data_dir} holds")
     lab_labels = lab.labels(identities)
-    lab_rows = lab.split_indices("train")
-    lab_rows = lab_rows[lab_labels[lab_rows] >= 0]
+    lab_rows = lab.labeled_rows("train", identities)
     if mode == "semi":  # unlabeled: every training row, no label is read
         rows, labels = ds.split_indices("train"), np.full(len(ds), -1, dtype=np.int64)
     else:
@@ -177,8 +167,7 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
     ckpt = Path(out_dir) / "model.pt"
     extra = {"stage": stage, "model_config": model_cfg.to_dict(), "identities": identities}
     grid_classes = list(range(min(cfg.grid_classes, len(identities))))
-    val_rows = lab.split_indices("val")
-    val_rows = val_rows[lab_labels[val_rows] >= 0]
+    val_rows = lab.labeled_rows("val", identities)
     recon_rows = ds.split_indices("val")[:16] if len(ds.split_indices("val")) else rows[:16]
     track = stage_run(stage, params.model_dump(mode="json"), params_path) if info.is_main else contextlib.nullcontext()
     with track as tracker:

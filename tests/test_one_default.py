@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from lrlivae.baselines.steps import BaselineWeights
+from lrlivae.evaluate.protocol import EvalProtocol
 from lrlivae.nn.config import ModelConfig
 from lrlivae.toy.train import ToyConfig
 from lrlivae.train.loop import TrainSettings
@@ -48,6 +49,7 @@ PAIRS = [
     (P.TrainJointParams, [TrainSettings, LossWeights]),
     (P.FinetuneSemiParams, [TrainSettings, LossWeights]),
     (P.ToyParams, [ToyConfig]),
+    (P.EvaluateParams, [EvalProtocol]),
     (P.CVAEParams, [BaselineWeights]),
     (P.CVAEGANParams, [lambda: BaselineWeights.for_kind("cvaegan")]),
 ]

@@ -213,7 +213,7 @@ def test_params_accept_the_dlib_backends():
 
 
 def test_judge_switch():
-    from pipeline.evaluate import judge_enabled
+    from lrlivae.evaluate.identity import judge_enabled
 
     assert judge_enabled("auto", "imagefolder") and judge_enabled("auto", "facescrub")
     assert not judge_enabled("auto", "synthetic") and not judge_enabled("auto", "cifar10")

@@ -1,5 +1,5 @@
 """Encoding a split and reading the codes: eval-mode context, z_s and q(z_u | x) of rows of an aligned set,
-linear probes. Shared by training (monitoring) and evaluation, so neither imports the other."""
+the GM posterior's accuracy, linear probes. Shared by training (monitoring) and evaluation, so neither imports the other."""
 from __future__ import annotations
 
 import contextlib
@@ -44,6 +44,13 @@ def encode_rows(model, faces, rows: np.ndarray, device="cpu", batch: int = 256) 
             lv.append(enc.logvar.float().cpu())
     cat = lambda a: torch.cat(a).numpy() if a else np.zeros((0, 0), np.float32)  # noqa: E731
     return Codes(cat(zs), cat(mu), cat(lv))
+
+
+def gm_accuracy(model, zs: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the GM prior's posterior argmax_c q(c | z_s) on codes `zs` (nan for no rows)."""
+    with torch.no_grad():
+        pred = model.prior.predict(torch.as_tensor(zs, device=model.device)).cpu().numpy()
+    return float((pred == labels).mean()) if len(labels) else float("nan")
 
 
 def probe_accuracy(z_train, y_train, z_test, y_test, max_iter: int = 2000) -> float:

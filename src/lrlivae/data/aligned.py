@@ -99,6 +99,7 @@ class AlignedFaces:
                 raise FileNotFoundError(f"{p}: missing; run the `align` stage first (dvc repro align)")
         self.faces = np.load(faces_path, mmap_mode="r")
         self.index = pd.read_parquet(index_path)
+        self._labels: dict[tuple, np.ndarray] = {}
         if len(self.index) != len(self.faces):
             raise ValueError(
                 f"{self.root}: {FACES} holds {len(self.faces)} faces but {INDEX} has {len(self.index)} rows"
@@ -114,14 +115,25 @@ class AlignedFaces:
 
     def labels(self, identities: list[str] | None = None) -> np.ndarray:
         """Integer label per row (-1 where the row has no identity)."""
-        ids = identities if identities is not None else self.identities
-        lookup = {name: i for i, name in enumerate(ids)}
-        return self.index["identity"].map(lambda s: lookup.get(s, -1)).to_numpy(np.int64)
+        ids = tuple(identities if identities is not None else self.identities)
+        if ids not in self._labels:  # computed once per identity list (read-only: shared by the callers)
+            lookup = {name: i for i, name in enumerate(ids)}
+            out = self.index["identity"].map(lambda s: lookup.get(s, -1)).to_numpy(np.int64)
+            out.flags.writeable = False
+            self._labels[ids] = out
+        return self._labels[ids]
 
     def split_indices(self, split: str) -> np.ndarray:
+        """Rows of `split` (ascending), labeled or not."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return np.flatnonzero(self.index["split"].to_numpy() == split)
+
+    def labeled_rows(self, split: str, identities: list[str] | None = None) -> np.ndarray:
+        """Rows of `split` (ascending) whose identity is one of `identities` (default: the set's own), i.e.
+        the rows with a label >= 0 in `labels(identities)`."""
+        rows = self.split_indices(split)
+        return rows[self.labels(identities)[rows] >= 0]
 
     def images(self, rows: np.ndarray) -> np.ndarray:
         """uint8 crops for `rows` (any order; read in sorted order for the memory map's sake)."""

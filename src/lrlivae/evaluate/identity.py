@@ -188,3 +188,41 @@ def swap_metrics(swap_desc: np.ndarray, s_desc: np.ndarray, u_desc: np.ndarray) 
     return {"swap_follows_zs": float(np.mean(ds < du)), "swap_distance_zs": float(ds.mean()),
             "swap_distance_zu": float(du.mean()),
             "swap_sources_distance": float(np.linalg.norm(np.asarray(s_desc, np.float64) - u_desc, axis=1).mean())}
+
+
+JUDGE_PREFIX = "identity_judge/"
+REAL_FACE_SOURCES = ("facescrub", "casia", "imagefolder")
+
+
+def judge_enabled(setting, source: str) -> bool:
+    """identity_judge: "auto" -> on for the real photo sources, off for synthetic faces and CIFAR; a bool as given."""
+    if setting == "auto":
+        return source in REAL_FACE_SOURCES
+    return bool(setting)
+
+
+class JudgeReference:
+    """Descriptors of up to `per_class` real test crops per class, computed once and shared by every model
+    a stage scores; `score(gen, gen_y)` gives the identity_judge/* figures of generated samples."""
+
+    def __init__(self, x_te: np.ndarray, y_te: np.ndarray, per_class: int, seed: int = 0):
+        import time
+
+        self.judge = IdentityJudge()
+        self.per_class = int(per_class)
+        self.seed = seed
+        rows = pick_per_class(y_te, self.per_class, seed)
+        t0 = time.perf_counter()
+        self.y = np.asarray(y_te)[rows]
+        self.desc = self.judge.descriptors(np.asarray(x_te)[rows])
+        self.seconds = time.perf_counter() - t0
+
+    def score(self, gen: np.ndarray, gen_y: np.ndarray) -> dict:
+        import time
+
+        t0 = time.perf_counter()
+        rows = pick_per_class(gen_y, self.per_class, self.seed)
+        m = preservation_metrics(self.judge.descriptors(np.asarray(gen)[rows]), np.asarray(gen_y)[rows], self.desc,
+                                 self.y)
+        m["seconds"] = time.perf_counter() - t0 + self.seconds
+        return {JUDGE_PREFIX + k: v for k, v in m.items()}

@@ -8,14 +8,8 @@ import torch
 
 from lrlivae import losses
 from lrlivae.data.aligned import to_float_tensor, to_uint8_images
-from lrlivae.encode import Codes, encode_rows, evaluating, probe_accuracy, probe_r2  # noqa: F401  (re-exported)
+from lrlivae.encode import Codes, encode_rows, evaluating, gm_accuracy, probe_accuracy, probe_r2  # noqa: F401  (re-exported)
 from lrlivae.io import image_grid
-
-
-def gm_accuracy(model, zs: np.ndarray, labels: np.ndarray) -> float:
-    with torch.no_grad():
-        pred = model.prior.predict(torch.as_tensor(zs, device=model.device)).cpu().numpy()
-    return float((pred == labels).mean()) if len(labels) else float("nan")
 
 
 def latent_stats(codes: Codes, threshold: float = 0.01) -> dict:

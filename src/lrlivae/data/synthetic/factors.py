@@ -51,6 +51,9 @@ NUISANCE_FACTORS: dict[str, str] = {
     "face_y": "continuous",
 }
 
+# every ground-truth factor with its kind (what the probes and the swap predictor read)
+FACTOR_KINDS: dict[str, str] = {**IDENTITY_FACTORS, **NUISANCE_FACTORS}
+
 # Nuisance factors that alignment removes by construction: recover them from the frame, the
 # landmarks or the box instead of from an aligned crop.
 FRAME_FACTORS: frozenset[str] = frozenset({"roll", "frame_size", "face_scale", "face_x", "face_y"})
