@@ -7,6 +7,7 @@ import pytest
 
 from lrlivae.records import FaceRecord
 from lrlivae.faces import detect as detect_mod
+from lrlivae.faces import weights as weights_mod
 from lrlivae.faces.detect import (
     FAN_FILE,
     S3FD_FILE,
@@ -153,7 +154,7 @@ def _no_download(url, dest):
 
 def test_face_alignment_backends_with_random_weights(random_weights, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(random_weights))
-    monkeypatch.setattr(detect_mod, "_download", _no_download)
+    monkeypatch.setattr(weights_mod, "_download", _no_download)
     img, box = draw_face(128)
 
     det = make_detector("face_alignment", device="cpu", filter_threshold=0.0)
@@ -174,7 +175,7 @@ def test_face_alignment_backends_with_random_weights(random_weights, monkeypatch
 
 def test_missing_weights_give_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
-    monkeypatch.setattr(detect_mod, "_download", _no_download)
+    monkeypatch.setattr(weights_mod, "_download", _no_download)
     img = np.zeros((64, 64, 3), np.uint8)
     ckpt = tmp_path / "empty_home" / "hub" / "checkpoints"
     with pytest.raises(MissingWeightsError) as e:

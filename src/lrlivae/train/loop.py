@@ -25,6 +25,7 @@ import torch
 from lrlivae.train import augment
 from lrlivae.train import distributed as ddp
 from lrlivae.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lrlivae.train.optim import build_optimizers, set_sigma_lr
 from lrlivae.train.sampler import EpochSampler
 from lrlivae.train.settings import NonFiniteLoss, TrainSettings  # noqa: F401  (re-exported)
 from lrlivae.train.steps import gm_step, joint_step
@@ -52,23 +53,7 @@ class Trainer:
         self.log_fn, self.on_epoch = log_fn, on_epoch
         self.gm_epochs_before = gm_epochs_before
         s = settings
-        betas = (s.beta1, s.beta2)
-        self.opt_gm = torch.optim.Adam(
-            [
-                {"params": list(model.enc_s.parameters()), "name": "enc_s"},
-                {"params": model.prior.mean_parameters(), "name": "gm_means"},
-                {"params": model.prior.variance_parameters(), "name": "gm_logvars"},
-            ],
-            lr=s.lr, betas=betas,
-        )
-        self.opt_g = self.opt_d = None
-        if s.mode in ("joint", "semi"):
-            self.opt_g = torch.optim.Adam(
-                [{"params": list(getattr(model, n).parameters()), "name": n} for n in ("enc_s", "enc_u", "dec", "adv")],
-                lr=s.lr, betas=betas,
-            )
-            if disc is not None and self.w.gan_g > 0:
-                self.opt_d = torch.optim.Adam(disc.parameters(), lr=s.lr, betas=betas)
+        self.opt_gm, self.opt_g, self.opt_d = build_optimizers(model, disc, s)
         base = int(s.seed) * 1000 + dist.rank
         self.gm_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 1, rank=dist.rank, world=dist.world)
         self.joint_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 2, rank=dist.rank, world=dist.world)
@@ -159,12 +144,7 @@ class Trainer:
         return self.gm_epochs_before + self.gm_sampler.epoch_progress
 
     def _update_sigma_lr(self) -> float:
-        decayed = self.gm_epochs >= self.s.sigma_lr_decay_epochs
-        lr = self.s.lr * (self.s.sigma_lr_decay if decayed else 1.0)
-        for g in self.opt_gm.param_groups:
-            if g["name"] == "gm_logvars":
-                g["lr"] = lr
-        return lr
+        return set_sigma_lr(self.opt_gm, self.s, self.gm_epochs)
 
     # ------------------------------------------------------------------ steps
     def _batch(self, sampler: EpochSampler, source: tuple | None = None):
