@@ -84,6 +84,13 @@ def test_writer_shrinks_and_reader_round_trips(tmp_path):
     assert ds.identities == ["a", "b"]
     assert ds.labels().tolist() == [1, 0, 1, -1, 0, 0, 1]
     assert ds.split_indices("test").tolist() == [2, 5]
+    # labeled rows: the split's rows that carry one of the identities, ascending; the unlabeled row 3 never
+    assert ds.labeled_rows("train").tolist() == [0, 1, 6]
+    assert ds.labeled_rows("train", ["b"]).tolist() == [0, 6]
+    assert ds.labels(["b"]).tolist() == [0, -1, 0, -1, -1, -1, 0]
+    assert ds.labeled_rows("val", ["b"]).tolist() == []
+    with pytest.raises(ValueError, match="split"):
+        ds.labeled_rows("training")
     rows = np.array([5, 0, 3])
     np.testing.assert_array_equal(ds.images(rows), crops[rows])
     x = ds.batch(rows)
