@@ -83,6 +83,8 @@ def test_writer_shrinks_and_reader_round_trips(tmp_path):
     ds = AlignedFaces(tmp_path)
     assert ds.identities == ["a", "b"]
     assert ds.labels().tolist() == [1, 0, 1, -1, 0, 0, 1]
+    ds.labels()[:] = 5  # each caller gets its own array: the set's labels do not change under it
+    assert ds.labels().tolist() == [1, 0, 1, -1, 0, 0, 1]
     assert ds.split_indices("test").tolist() == [2, 5]
     # labeled rows: the split's rows that carry one of the identities, ascending; the unlabeled row 3 never
     assert ds.labeled_rows("train").tolist() == [0, 1, 6]

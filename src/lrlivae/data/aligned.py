@@ -116,12 +116,10 @@ class AlignedFaces:
     def labels(self, identities: list[str] | None = None) -> np.ndarray:
         """Integer label per row (-1 where the row has no identity)."""
         ids = tuple(identities if identities is not None else self.identities)
-        if ids not in self._labels:  # computed once per identity list (read-only: shared by the callers)
+        if ids not in self._labels:  # mapped once per identity list; each caller gets its own copy
             lookup = {name: i for i, name in enumerate(ids)}
-            out = self.index["identity"].map(lambda s: lookup.get(s, -1)).to_numpy(np.int64)
-            out.flags.writeable = False
-            self._labels[ids] = out
-        return self._labels[ids]
+            self._labels[ids] = self.index["identity"].map(lambda s: lookup.get(s, -1)).to_numpy(np.int64)
+        return self._labels[ids].copy()
 
     def split_indices(self, split: str) -> np.ndarray:
         """Rows of `split` (ascending), labeled or not."""
