@@ -170,8 +170,8 @@ def mlflow_sync(
 ) -> None:
     """Log what stages could not log to MLflow (mlflow-pending/): into the same runs when the store has them."""
     from pipeline.mlflow_sync import pending_records, sync_pending
-    from pipeline.tracking import quiet_mlflow, repo_root
-    from pipeline.tracking import tracking_uri as default_tracking_uri
+    from pipeline.tracking_env import quiet_mlflow, repo_root
+    from pipeline.tracking_env import tracking_uri as default_tracking_uri
 
     quiet_mlflow()
     root = repo_root()

@@ -128,7 +128,7 @@ def _sync_one(d: Path, root: Path, uri: str) -> SyncResult:
 
 def sync_pending(root: Path, uri: str, only_uri: str | None = None) -> list[SyncResult]:
     """Log every pending record (those first written for `only_uri`, when given) to the store at `uri`."""
-    from pipeline.tracking import keep_env_uri
+    from pipeline.tracking_env import keep_env_uri
 
     with keep_env_uri():
         return _sync_all(root, uri, only_uri)

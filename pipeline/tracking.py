@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline import tracking_ops as ops
-from pipeline.tracking_env import (  # noqa: F401  (re-exported)
+from pipeline.tracking_env import (
     _server_reachable,
     _warn,
     default_uri,

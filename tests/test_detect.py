@@ -8,15 +8,9 @@ import pytest
 from lrlivae.records import FaceRecord
 from lrlivae.faces import detect as detect_mod
 from lrlivae.faces import weights as weights_mod
-from lrlivae.faces.detect import (
-    FAN_FILE,
-    S3FD_FILE,
-    Detection,
-    MissingWeightsError,
-    make_detector,
-    pick_face,
-)
+from lrlivae.faces.detect import Detection, make_detector, pick_face
 from lrlivae.faces.landmarks import LandmarksOutsideDetection, five_from_68, make_landmarker
+from lrlivae.faces.weights import FAN_FILE, S3FD_FILE, MissingWeightsError
 from tests.drawn_face import draw_face, face_landmarks
 
 

@@ -118,7 +118,7 @@ def _check_experiments_in_mlflow(root, env):
         assert stages["evaluate"].data.tags["scored_model_version"] == str(versions[semi.info.run_id].version)
     assert set(STAGES) <= {k.data.tags["stage"] for k in client.search_runs(
         [exp_id], f"tags.mlflow.parentRunId = '{repro.info.run_id}'")}
-    from pipeline.tracking import keep_env_uri
+    from pipeline.tracking_env import keep_env_uri
 
     with keep_env_uri():
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")

@@ -24,6 +24,8 @@ Figures:
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from lrlivae.faces.align import CROP_SIZE, TEMPLATE_64, similarity_transform
@@ -206,8 +208,6 @@ class JudgeReference:
     a stage scores; `score(gen, gen_y)` gives the identity_judge/* figures of generated samples."""
 
     def __init__(self, x_te: np.ndarray, y_te: np.ndarray, per_class: int, seed: int = 0):
-        import time
-
         self.judge = IdentityJudge()
         self.per_class = int(per_class)
         self.seed = seed
@@ -218,8 +218,6 @@ class JudgeReference:
         self.seconds = time.perf_counter() - t0
 
     def score(self, gen: np.ndarray, gen_y: np.ndarray) -> dict:
-        import time
-
         t0 = time.perf_counter()
         rows = pick_per_class(gen_y, self.per_class, self.seed)
         m = preservation_metrics(self.judge.descriptors(np.asarray(gen)[rows]), np.asarray(gen_y)[rows], self.desc,

@@ -26,16 +26,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from lrlivae.faces.weights import (  # noqa: F401  (re-exported: the backends' shared weights and cache)
-    FAN_FILE,
-    S3FD_FILE,
-    WEIGHT_URLS,
-    MissingWeightsError,
-    cached_model,
-    checkpoint_dir,
-    ensure_weights,
-    resolve_device,
-)
+from lrlivae.faces.weights import S3FD_FILE, MissingWeightsError, cached_model, ensure_weights, resolve_device
 
 DETECTORS = ("opencv", "face_alignment", "annotations", "dlib_hog", "dlib_cnn")
 

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from lrlivae.faces.align import TEMPLATE_64, similarity_transform, transform_points
-from lrlivae.faces.detect import Detection, _reduce, cached_model, check_rgb_image
+from lrlivae.faces.detect import Detection, _reduce, check_rgb_image
+from lrlivae.faces.weights import cached_model
 from lrlivae.faces.landmarks import five_from_68
 
 MODEL_FILES = {

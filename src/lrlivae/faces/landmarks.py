@@ -19,14 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lrlivae.faces.detect import (
-    FAN_FILE,
-    Detection,
-    check_rgb_image,
-    cached_model,
-    ensure_weights,
-    resolve_device,
-)
+from lrlivae.faces.detect import Detection, check_rgb_image
+from lrlivae.faces.weights import FAN_FILE, cached_model, ensure_weights, resolve_device
 
 LANDMARKERS = ("face_alignment", "annotations", "none", "dlib")
 
