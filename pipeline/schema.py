@@ -118,6 +118,9 @@ class ModelParams(Strict):
 
     arch: Literal["small", "paper_faces", "paper_cifar"] = "small"
     width: float = Field(default=1.0, gt=0, le=16, description="channel multiplier of the small nets")
+    dec_width: Optional[float] = Field(default=None, gt=0, le=16, description="the small decoder's own multiplier (None: width)")
+    dec_depth: int = Field(default=0, ge=0, le=8, description="extra conv3x3 layers at each scale of the small decoder")
+    disc_width: Optional[float] = Field(default=None, gt=0, le=16, description="the small discriminator's own multiplier (None: width)")
     zs_dim: int = Field(default=32, ge=1, le=4096)
     zu_dim: int = Field(default=32, ge=1, le=4096)
     enc_hidden: Optional[int] = Field(default=None, ge=1)
@@ -178,6 +181,10 @@ class TrainJointParams(TrainCommon):
                                    description="weight of the reconstruction and sample terms in the D loss")
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
+    cyc_s: float = Field(default=0.0, ge=0, description="decoder: ||Encoder^s(x_p') - z_s^p||^2 of prior samples (frozen Encoder^s)")
+    cyc_u: float = Field(default=0.0, ge=0, description="decoder: ||mu_u(x_p') - z_u^p||^2 of prior samples (frozen Encoder^u)")
+    fm: float = Field(default=0.0, ge=0, description="decoder: reconstruction distance in D's second feature map")
+    d_lr_mult: float = Field(default=1.0, gt=0, le=100, description="the discriminator's learning rate is lr times this")
 
 
 # ---------------------------------------------------------------------------------------------- fetch_facescrub

@@ -29,6 +29,9 @@ class TrainingError(RuntimeError):
     pass
 
 
+MODES = {"train_gm": "gm", "train_joint": "joint", "finetune_semi": "semi"}
+
+
 def _file_digest(path: Path, limit: int = 1 << 20) -> str:
     """sha256 of a file's size and first/last MiB (cheap, and changes whenever the data does)."""
     h = hashlib.sha256(str(path.stat().st_size).encode())
@@ -42,18 +45,34 @@ def _file_digest(path: Path, limit: int = 1 << 20) -> str:
 def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig:
     m = params.model
     return ModelConfig(arch=m.arch, image_size=image_size, zs_dim=m.zs_dim, zu_dim=m.zu_dim, n_classes=n_classes,
-                       width=m.width, enc_hidden=m.enc_hidden, adv_hidden=m.adv_hidden, disc_hidden=m.disc_hidden,
+                       width=m.width, dec_width=m.dec_width, dec_depth=m.dec_depth, disc_width=m.disc_width,
+                       enc_hidden=m.enc_hidden, adv_hidden=m.adv_hidden, disc_hidden=m.disc_hidden,
                        gm_var_min=m.gm_var_min, gm_var_max=m.gm_var_max, gm_var_init=m.gm_var_init,
                        gm_mean_init=m.gm_mean_init)
 
 
 def loss_weights(params: Params, cfg: TrainCommon) -> LossWeights:
     extra = {}
-    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "gan_fake_weight", "adv_input", "kl_reduction", "rec_reduction"):
+    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "gan_fake_weight", "adv_input", "kl_reduction", "rec_reduction",
+              "cyc_s", "cyc_u", "fm"):
         if hasattr(cfg, k):
             extra[k] = getattr(cfg, k)
     return LossWeights(lambda_lkd=params.lambda_lkd, lambda_kl=params.lambda_kl, lambda_rec=params.lambda_rec,
                        margin=cfg.margin, lkd_reduction=cfg.lkd_reduction, **extra)
+
+
+def train_settings(params: Params, stage: str) -> TrainSettings:
+    """The library's TrainSettings of a training stage, from its params section."""
+    cfg: TrainCommon = getattr(params, stage)
+    return TrainSettings(mode=MODES[stage], steps=cfg.steps, batch_size=cfg.batch_size, n_gm=params.n_gm, lr=cfg.lr,
+                         beta1=cfg.beta1, beta2=cfg.beta2, sigma_lr_decay=cfg.sigma_lr_decay,
+                         sigma_lr_decay_epochs=cfg.sigma_lr_decay_epochs, checkpoint_every=cfg.checkpoint_every,
+                         log_every=cfg.log_every, precision=cfg.precision, seed=params.seed,
+                         weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0),
+                         semi_n_gm=getattr(cfg, "semi_n_gm", 0),
+                         pseudo_label_threshold=getattr(cfg, "pseudo_label_threshold", 0.0),
+                         gm_refit=cfg.gm_refit, gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip, gm_color=cfg.gm_color,
+                         d_lr_mult=getattr(cfg, "d_lr_mult", 1.0))
 
 
 def load_model(path: Path, device="cpu"):
@@ -108,9 +127,6 @@ def quality_metrics(model, ds: AlignedFaces, identities: list[str], device, mode
     return out
 
 
-MODES = {"train_gm": "gm", "train_joint": "joint", "finetune_semi": "semi"}
-
-
 def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, out_dir: Path,
                  metrics_path: Path, init_checkpoint: Path | None = None, labeled_dir: Path | None = None,
                  final_metrics=None, curves_path: Path | None = None) -> dict:
@@ -147,16 +163,7 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
     disc = build_discriminator(model_cfg).to(device) if mode != "gm" else None
     if disc is not None and init is not None and init.get("disc") is not None:
         disc.load_state_dict(init["disc"])
-    settings = TrainSettings(mode=mode, steps=cfg.steps, batch_size=cfg.batch_size, n_gm=params.n_gm, lr=cfg.lr,
-                             beta1=cfg.beta1, beta2=cfg.beta2, sigma_lr_decay=cfg.sigma_lr_decay,
-                             sigma_lr_decay_epochs=cfg.sigma_lr_decay_epochs, checkpoint_every=cfg.checkpoint_every,
-                             log_every=cfg.log_every, precision=cfg.precision, seed=params.seed,
-                             weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0),
-                             semi_n_gm=getattr(cfg, "semi_n_gm", 0),
-                             pseudo_label_threshold=getattr(cfg, "pseudo_label_threshold", 0.0),
-                             gm_refit=cfg.gm_refit,
-                             gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip,
-                             gm_color=cfg.gm_color)
+    settings = train_settings(params, stage)
     fp = {
         "stage": stage, "cfg": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "seed": params.seed,
         "lambda": [params.lambda_lkd, params.lambda_kl, params.lambda_rec, params.n_gm], "world": info.world,

@@ -41,13 +41,14 @@ def _ref_grad(loss, params):
     return [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g)]
 
 
-@pytest.mark.parametrize("gan_loss", ["hinge", "bce"])
-def test_fused_joint_step_gives_each_network_its_own_terms(gan_loss):
+@pytest.mark.parametrize("gan_loss,extra", [("hinge", {}), ("bce", {}),
+                                             ("hinge", {"cyc_s": 0.5, "cyc_u": 0.3, "fm": 0.2})])
+def test_fused_joint_step_gives_each_network_its_own_terms(gan_loss, extra):
     torch.manual_seed(0)
     cfg = tiny_cfg()
     model, disc = build_model(cfg), build_discriminator(cfg)
     w = LossWeights(lambda_lkd=0.3, lambda_kl=0.7, lambda_rec=5.0, rec_s=2.0, rec_dec=10.0, adv_e=1.5, gan_g=0.8,
-                    gan_loss=gan_loss)
+                    gan_loss=gan_loss, **extra)
     x = torch.rand(8, 3, 32, 32) * 2 - 1
     y = torch.arange(8) % C
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -60,15 +61,18 @@ def test_fused_joint_step_gives_each_network_its_own_terms(gan_loss):
     groups = {
         "enc_s": (list(model.enc_s.parameters()), w.rec_s * t["rec"] + w.lambda_lkd * t["lkd"]),
         "enc_u": (list(model.enc_u.parameters()), w.lambda_rec * t["rec"] + w.lambda_kl * t["kl"] + w.adv_e * t["adv_e"]),
-        "dec": (list(model.dec.parameters()), w.rec_dec * t["rec"] + w.gan_g * t["g"]),
+        "dec": (list(model.dec.parameters()), w.rec_dec * t["rec"] + w.gan_g * t["g"]
+                + sum(getattr(w, k) * t[k] for k in extra)),
         "adv": (list(model.adv.parameters()), t["adv_c"]),
         "disc": (list(disc.parameters()), t["d"]),
     }
     ref = {k: _ref_grad(loss, ps) for k, (ps, loss) in groups.items()}
-    # The encoders get no gradient from the generator's GAN loss:
+    # The encoders get no gradient from the generator's GAN loss, nor from the decoder-only terms:
+    assert set(extra) <= set(t)
     for enc in ("enc_s", "enc_u"):
-        g = torch.autograd.grad(t["g"], groups[enc][0], retain_graph=True, allow_unused=True)
-        assert all(gi is None or gi.abs().max() == 0 for gi in g)
+        for term in ["g", *extra]:
+            g = torch.autograd.grad(t[term], groups[enc][0], retain_graph=True, allow_unused=True)
+            assert all(gi is None or gi.abs().max() == 0 for gi in g), (enc, term)
     # Fused: rebuild the same state and run the real step.
     model.load_state_dict(state_m)
     disc.load_state_dict(state_d)
@@ -78,6 +82,29 @@ def test_fused_joint_step_gives_each_network_its_own_terms(gan_loss):
             got = torch.zeros_like(p) if p.grad is None else p.grad
             torch.testing.assert_close(got, r, rtol=1e-4, atol=1e-6, msg=f"{k} gradient differs")
     assert model.prior.means.grad is None and model.prior.logvar_raw.grad is None  # the prior is not trained here
+
+
+def test_code_cycles_read_prior_samples_through_frozen_encoders():
+    """cyc_s / cyc_u: a prior sample's codes read back by Encoder^s / the mean of Encoder^u, in eval mode:
+    the encoders' batch-norm statistics do not move and their training mode is restored."""
+    from lrlivae.train.steps import code_cycles
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    model.train()
+    x_p = torch.rand(6, 3, 32, 32) * 2 - 1
+    zs_p, zu_p = torch.randn(6, 6), torch.randn(6, 5)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    t = code_cycles(model, x_p, zs_p, zu_p, LossWeights(cyc_s=1.0, cyc_u=1.0))
+    assert model.enc_s.training and model.enc_u.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    with torch.no_grad():
+        model.eval()
+        want_s = (model.enc_s(x_p) - zs_p).pow(2).sum(1).mean()
+        want_u = (model.enc_u(x_p)[0] - zu_p).pow(2).sum(1).mean()
+    torch.testing.assert_close(t["cyc_s"], want_s)
+    torch.testing.assert_close(t["cyc_u"], want_u)
+    assert code_cycles(model, x_p, zs_p, zu_p, LossWeights()) == {}
 
 
 def test_joint_losses_match_direct_computation():

@@ -43,6 +43,9 @@ class ModelConfig:
     n_classes:        number of classes C (identities).
     width:            channel multiplier of the "small" nets: 1.0 = 16, 32, 64, 128 channels
                       (ignored by the paper architectures).
+    dec_width:        the "small" decoder's own channel multiplier (None: `width`).
+    dec_depth:        extra conv3x3-BN-ReLU layers at each scale of the "small" decoder (0: none).
+    disc_width:       the "small" discriminator's own channel multiplier (None: `width`).
     enc_hidden:       width of the encoders' fc layer (None: 256 small, 1024 paper).
     adv_hidden:       hidden width of the adversarial classifier on z_u (paper: 256).
     disc_hidden:      width of the discriminator's fc layer and label embedding
@@ -60,6 +63,9 @@ class ModelConfig:
     zu_dim: int = 32
     n_classes: int = 10
     width: float = 1.0
+    dec_width: float | None = None
+    dec_depth: int = 0
+    disc_width: float | None = None
     enc_hidden: int | None = None
     adv_hidden: int = 256
     disc_hidden: int | None = None
@@ -81,9 +87,16 @@ class ModelConfig:
     def disc_hidden_size(self) -> int:
         return self.disc_hidden if self.disc_hidden is not None else _DISC_HIDDEN[self.arch]
 
-    def small_channels(self) -> tuple[int, int, int, int]:
-        """Channel counts of the four stride-2 blocks of the "small" nets."""
-        return tuple(max(4, int(round(c * self.width))) for c in (16, 32, 64, 128))  # type: ignore[return-value]
+    def small_channels(self, width: float | None = None) -> tuple[int, int, int, int]:
+        """Channel counts of the four stride-2 blocks of the "small" nets (at `width`, default the config's)."""
+        w = self.width if width is None else width
+        return tuple(max(4, int(round(c * w))) for c in (16, 32, 64, 128))  # type: ignore[return-value]
+
+    def decoder_channels(self) -> tuple[int, int, int, int]:
+        return self.small_channels(self.dec_width)
+
+    def disc_channels(self) -> tuple[int, int, int, int]:
+        return self.small_channels(self.disc_width)
 
     # ------------------------------------------------------------------ dict round trip
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +130,10 @@ class ModelConfig:
         for name in ("enc_hidden", "disc_hidden"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
+        _check_int("dec_depth", self.dec_depth, minimum=0)
+        for name in ("dec_width", "disc_width"):
+            if getattr(self, name) is not None:
+                _check_positive_float(name, getattr(self, name))
         for name in ("width", "logvar_bound", "gm_var_min", "gm_var_max", "gm_mean_init", "gm_var_init"):
             _check_positive_float(name, getattr(self, name))
         step = DOWNSAMPLE

@@ -3,8 +3,8 @@
 Each architecture mirrors its encoder; upsampling is a transposed convolution that exactly doubles
 the size:
   small        fc(128w * s * s)-BN-ReLU, reshape to s x s (s = image_size / 16), then
-               3 x [convT4x4 stride 2, BN, ReLU] with 64w, 32w, 16w channels and convT4x4 stride 2 to the
-               image channels, tanh.
+               3 x [convT4x4 stride 2, BN, ReLU, dec_depth x (conv3x3, BN, ReLU)] with 64w, 32w, 16w
+               channels and convT4x4 stride 2 to the image channels, tanh (w: dec_width, else width).
   paper_faces  fc1024-BN-ReLU, fc(512 * s * s)-BN-ReLU, then the VGG16-BN groups in reverse:
                3 x conv3x3 512 at s x s; [convT 512, 2 x conv 512], [convT 256, 2 x conv 256],
                [convT 128, conv 128], [convT 64, conv 64] each group doubling the size; conv3x3 to the
@@ -39,11 +39,15 @@ class Decoder(nn.Module):
         super().__init__()
         z_dim, side, out_c = cfg.zs_dim + cfg.zu_dim, cfg.image_size // 16, cfg.channels
         if cfg.arch == "small":
-            c1, c2, c3, c4 = cfg.small_channels()
+            c1, c2, c3, c4 = cfg.decoder_channels()
             fc = fc_bn_relu(z_dim, c4 * side * side)
             start = c4
-            convs = [*up_bn_relu(c4, c3, 4), *up_bn_relu(c3, c2, 4), *up_bn_relu(c2, c1, 4),
-                     nn.ConvTranspose2d(c1, out_c, 4, 2, 1)]
+            convs = []
+            for c_in, c_out in ((c4, c3), (c3, c2), (c2, c1)):
+                convs += up_bn_relu(c_in, c_out, 4)
+                for _ in range(cfg.dec_depth):
+                    convs += conv_bn_relu(c_out, c_out, 3, 1)
+            convs.append(nn.ConvTranspose2d(c1, out_c, 4, 2, 1))
         elif cfg.arch == "paper_faces":
             fc = [*fc_bn_relu(z_dim, cfg.enc_hidden_size), *fc_bn_relu(cfg.enc_hidden_size, 512 * side * side)]
             start = 512

@@ -8,7 +8,7 @@ paper). Every weight - convolutions, both fc layers and the embedding - is spect
 y = None, or entries of y that are negative, mean "unlabeled": only the unconditional part fc_out(h).
 
 Architectures:
-  small        SN conv3x3 stride 2 with 16w, 32w, 64w, 128w channels, global average pool,
+  small        SN conv3x3 stride 2 with 16w, 32w, 64w, 128w channels (w: disc_width, else width), global average pool,
                fc(disc_hidden), fc1.
   paper_faces  Table 4: conv3x3 64 s2, 128 s2, 256 s1, 256 s2, 512 s1, 512 s2, 512 s2,
                global average pool, fc1024, fc1.
@@ -32,6 +32,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from lrlivae.nn.config import ModelConfig
 
 LRELU_SLOPE = 0.1
+FEATURE_LAYERS = 4  # modules of `features` up to the feature map that return_features gives (two conv + lrelu)
 
 
 def _sn_conv_lrelu(c_in: int, c_out: int, kernel: int, stride: int) -> list[nn.Module]:
@@ -51,7 +52,7 @@ def _features(cfg: ModelConfig) -> tuple[nn.Sequential, int]:
         side = cfg.image_size // 8
         tail, n_out = [nn.Flatten()], 256 * side * side
     else:
-        spec = [(w, 3, 2) for w in cfg.small_channels()]
+        spec = [(w, 3, 2) for w in cfg.disc_channels()]
         tail, n_out = [nn.AdaptiveAvgPool2d(1), nn.Flatten()], spec[-1][0]
     layers: list[nn.Module] = []
     for c_out, k, s in spec:
@@ -72,15 +73,18 @@ class Discriminator(nn.Module):
         self.fc_out = spectral_norm(nn.Linear(hidden, 1))
         self.embed = spectral_norm(nn.Embedding(cfg.n_classes, hidden))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.act(self.fc_hidden(self.features(x)))  # (B, hidden)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, return_features: bool = False):
+        """Logits (B,); with return_features also the feature map after the second convolution
+        (B, c2, H/4, W/4) (small: H/4), the layer whose distances `feature_matching` reads."""
+        mid = self.features[:FEATURE_LAYERS](x)
+        h = self.act(self.fc_hidden(self.features[FEATURE_LAYERS:](mid)))  # (B, hidden)
         out = self.fc_out(h).squeeze(1)  # (B,)
-        if y is None:
-            return out
-        labeled = y >= 0  # (B,)
-        e = self.embed(y.clamp_min(0))  # (B, hidden)
-        projection = (e * h).sum(dim=1)  # (B,)
-        return out + projection * labeled.to(projection.dtype)
+        if y is not None:
+            labeled = y >= 0  # (B,)
+            e = self.embed(y.clamp_min(0))  # (B, hidden)
+            projection = (e * h).sum(dim=1)  # (B,)
+            out = out + projection * labeled.to(projection.dtype)
+        return (out, mid) if return_features else out
 
     def forward_batches(
         self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor | None] | None = None

@@ -30,7 +30,7 @@ def build_optimizers(model, disc, s: TrainSettings):
             lr=s.lr, betas=betas,
         )
         if disc is not None and s.weights.gan_g > 0:
-            opt_d = torch.optim.Adam(disc.parameters(), lr=s.lr, betas=betas)
+            opt_d = torch.optim.Adam(disc.parameters(), lr=s.lr * s.d_lr_mult, betas=betas)
     return opt_gm, opt_g, opt_d
 
 

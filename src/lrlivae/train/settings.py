@@ -20,6 +20,7 @@ class TrainSettings:
     lr: float = 5e-4
     beta1: float = 0.0
     beta2: float = 0.9
+    d_lr_mult: float = 1.0  # the discriminator's learning rate is lr times this
     sigma_lr_decay: float = 0.01  # the GM variances' learning rate is multiplied by this ...
     sigma_lr_decay_epochs: float = 2.0  # ... after this many epochs of GM steps (paper: 0.01 after 2)
     checkpoint_every: int = 100

@@ -50,6 +50,9 @@ class LossWeights:
     gan_loss: Literal["hinge", "bce"] = "hinge"
     adv_input: Literal["sample", "mean"] = "sample"  # the adversarial classifier reads z_u or its mean mu_u
     gan_fake_weight: float = 1.0  # weight of the two fake terms in the D loss (1: the authors' three terms)
+    fm: float = 0.0  # decoder: squared distance of the reconstruction to the image in D's features (0: off)
+    cyc_s: float = 0.0  # decoder: ||Encoder^s(x_p') - z_s^p||^2 of prior samples, Encoder^s frozen (0: off)
+    cyc_u: float = 0.0  # decoder: ||mu_u(x_p') - z_u^p||^2 of prior samples, Encoder^u frozen (0: off)
     lkd_reduction: Literal["mean", "sum"] = "sum"
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
@@ -100,6 +103,30 @@ def _d_terms(w: LossWeights, d_real, d_rec, d_sample):
     return losses.d_loss_bce(d_real, d_rec, d_sample, w.gan_fake_weight), losses.g_loss_bce(d_rec, d_sample)
 
 
+def _frozen_eval(module, x: torch.Tensor):
+    """module(x) with its weights detached and in eval mode: gradients reach x (and what made it) only, and
+    batch-norm statistics do not move."""
+    was_training = module.training
+    module.eval()
+    try:
+        return functional_call(module, {k: v.detach() for k, v in module.named_parameters()}, (x,))
+    finally:
+        module.train(was_training)
+
+
+def code_cycles(model, x_p: torch.Tensor, zs_p: torch.Tensor, zu_p: torch.Tensor, w: LossWeights) -> dict:
+    """The codes a prior sample was decoded from, read back by the frozen encoders (InfoGAN's lower bound on
+    the mutual information between a code and the image, Encoder^s / Encoder^u as the auxiliary posterior):
+    cyc_s = ||Encoder^s(x_p) - z_s^p||^2 and cyc_u = ||mu_u(x_p) - z_u^p||^2 (sums over dims, batch means).
+    Only the decoder learns from them."""
+    t = {}
+    if w.cyc_s > 0:
+        t["cyc_s"] = (_frozen_eval(model.enc_s, x_p) - zs_p).pow(2).sum(dim=1).mean()
+    if w.cyc_u > 0:
+        t["cyc_u"] = (_frozen_eval(model.enc_u, x_p)[0] - zu_p).pow(2).sum(dim=1).mean()
+    return t
+
+
 def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossWeights,
                   generator: torch.Generator | None = None,
                   pseudo_label_threshold: float = 0.0) -> dict[str, torch.Tensor]:
@@ -146,16 +173,26 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
     z_rec = torch.cat([scale_grad(zs, w.rec_s / w.rec_dec), scale_grad(zu, w.lambda_rec / w.rec_dec)], 1)
     x_rec = dec(z_rec)  # line 19
     t["rec"] = losses.rec_loss(x, x_rec, w.rec_reduction)
-    if w.gan_g > 0 and disc is not None:
+    gan = w.gan_g > 0 and disc is not None
+    if gan:
         # Separate decoder calls: batch norm couples the rows of a batch, so the images the discriminator
         # judges must come from batches that hold no encoder-dependent code. x_gan equals x_rec in value.
         x_gan = dec(torch.cat([zs, zu], 1).detach())
+    if gan or w.cyc_s > 0 or w.cyc_u > 0:
         zs_p = target_mu + torch.exp(0.5 * target_logvar) * randn(tuple(zs.shape), generator=generator,
                                                                    device=zs.device, dtype=zs.dtype)  # line 20
         zu_p = randn(tuple(zu.shape), generator=generator, device=zu.device, dtype=zu.dtype)
         x_p = dec(torch.cat([zs_p, zu_p], 1))  # line 21
+        t.update(code_cycles(model, x_p, zs_p, zu_p, w))
+    if gan:
         # One discriminator call on [real; reconstruction; prior sample]: one power iteration.
-        d_out = disc(torch.cat([x, x_gan, x_p], 0), None if y is None else torch.cat([y, y, y], 0))  # (3B,)
+        d_in = (torch.cat([x, x_gan, x_p], 0), None if y is None else torch.cat([y, y, y], 0))
+        if w.fm > 0:  # the same one call, also returning the feature map feature matching reads
+            d_out, feats = disc(*d_in, return_features=True)  # (3B,), (3B, c, h, w)
+            f_real, f_rec, _ = feats.split(b)
+            t["fm"] = (f_rec - f_real.detach()).pow(2).mean()  # reaches the decoder only (codes detached)
+        else:
+            d_out = disc(*d_in)  # (3B,)
         d_real, d_rec, d_p = d_out.split(b)
         t["d"], t["g"] = _d_terms(w, d_real, d_rec, d_p)  # lines 22-23
         t["d_real"], t["d_rec"], t["d_sample"] = d_real.mean(), d_rec.mean(), d_p.mean()
@@ -175,6 +212,12 @@ def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
     total = w.rec_dec * t["rec"] + w.lambda_lkd * t["lkd"] + w.lambda_kl * t["kl"]
     if "adv_e" in t:  # labeled batch
         total = total + w.adv_e * t["adv_e"] + t["adv_c"]
+    if "fm" in t:
+        total = total + w.fm * t["fm"]
+    if "cyc_s" in t:
+        total = total + w.cyc_s * t["cyc_s"]
+    if "cyc_u" in t:
+        total = total + w.cyc_u * t["cyc_u"]
     d_grads = None
     if "d" in t:
         total = total + w.gan_g * t["g"]
@@ -186,7 +229,8 @@ def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
             p.grad = g
     names = {"rec": "loss/joint/rec", "lkd": "loss/joint/lkd", "kl": "loss/joint/kl", "adv_e": "loss/joint/adv_e",
              "adv_c": "loss/joint/adv_c", "d": "loss/joint/d", "g": "loss/joint/g", "d_real": "d/real",
-             "d_rec": "d/rec", "d_sample": "d/sample", "pseudo_fraction": "semi/pseudo_fraction"}
+             "d_rec": "d/rec", "d_sample": "d/sample", "fm": "loss/joint/fm", "cyc_s": "loss/joint/cyc_s",
+             "cyc_u": "loss/joint/cyc_u", "pseudo_fraction": "semi/pseudo_fraction"}
     out = {names[k]: v.detach() for k, v in t.items() if k in names}
     out["loss/joint/total"] = total.detach()
     return total, out
