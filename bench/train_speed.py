@@ -3,6 +3,7 @@ share excluded) for each architecture, on CPU or GPU, fp32 or bf16.
 
     python bench/train_speed.py                          # CPU, every architecture, small batches
     python bench/train_speed.py --device cuda --arch paper_faces --batch 96 --precision fp32 bf16
+    python bench/train_speed.py --arch small --zu 8 --dec-depth 1 --cyc-s 0.1 --threads 1   # a setting's cost
 
 Prints one line per (architecture, precision) and writes JSON with --out. Not part of the test run.
 """
@@ -25,10 +26,11 @@ from lrlivae.train.steps import LossWeights, gm_step, joint_step  # noqa: E402
 
 
 def bench(arch: str, batch: int, device: str, precision: str, n_classes: int, iters: int, warmup: int,
-          zs: int | None, zu: int | None, width: float) -> dict:
+          zs: int | None, zu: int | None, width: float, dec_depth: int = 0, dec_width: float | None = None,
+          weights: dict | None = None) -> dict:
     over = {"n_classes": n_classes}
     if arch == "small":
-        over.update(width=width, zs_dim=zs or 32, zu_dim=zu or 32)
+        over.update(width=width, zs_dim=zs or 32, zu_dim=zu or 32, dec_depth=dec_depth, dec_width=dec_width)
     cfg = ModelConfig.preset(arch, **over)
     torch.manual_seed(0)
     model, disc = build_model(cfg).to(device), build_discriminator(cfg).to(device)
@@ -36,7 +38,7 @@ def bench(arch: str, batch: int, device: str, precision: str, n_classes: int, it
                              lr=5e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=5e-4, betas=(0.0, 0.9))
     opt_gm = torch.optim.Adam(list(model.enc_s.parameters()) + list(model.prior.parameters()), lr=5e-4, betas=(0.0, 0.9))
-    w = LossWeights()
+    w = LossWeights(**(weights or {}))
     x = torch.rand(batch, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
     y = torch.randint(n_classes, (batch,), device=device)
     g = torch.Generator(device=device).manual_seed(0)
@@ -84,6 +86,10 @@ def main() -> None:
     ap.add_argument("--zs", type=int, default=None)
     ap.add_argument("--zu", type=int, default=None)
     ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--dec-depth", type=int, default=0, help="ModelConfig.dec_depth (small)")
+    ap.add_argument("--dec-width", type=float, default=None, help="ModelConfig.dec_width (small)")
+    ap.add_argument("--cyc-s", type=float, default=0.0, help="LossWeights.cyc_s")
+    ap.add_argument("--cyc-u", type=float, default=0.0, help="LossWeights.cyc_u")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,7 +104,8 @@ def main() -> None:
         iters = args.iters or (50 if gpu else (10 if arch == "small" else 3))
         for prec in args.precision:
             r = bench(arch, batch, args.device, prec, args.classes, iters, warmup=5 if gpu else 1,
-                      zs=args.zs, zu=args.zu, width=args.width)
+                      zs=args.zs, zu=args.zu, width=args.width, dec_depth=args.dec_depth,
+                      dec_width=args.dec_width, weights={"cyc_s": args.cyc_s, "cyc_u": args.cyc_u})
             results.append(r)
             print(f"{arch:12s} {prec:5s} batch {batch:4d}  joint {r['joint_images_per_s']:9.1f} img/s "
                   f"({r['joint_seconds_per_step']*1000:8.1f} ms/step)   gm {r['gm_images_per_s']:9.1f} img/s", flush=True)

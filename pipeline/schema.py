@@ -120,7 +120,6 @@ class ModelParams(Strict):
     width: float = Field(default=1.0, gt=0, le=16, description="channel multiplier of the small nets")
     dec_width: Optional[float] = Field(default=None, gt=0, le=16, description="the small decoder's own multiplier (None: width)")
     dec_depth: int = Field(default=0, ge=0, le=8, description="extra conv3x3 layers at each scale of the small decoder")
-    disc_width: Optional[float] = Field(default=None, gt=0, le=16, description="the small discriminator's own multiplier (None: width)")
     zs_dim: int = Field(default=32, ge=1, le=4096)
     zu_dim: int = Field(default=32, ge=1, le=4096)
     enc_hidden: Optional[int] = Field(default=None, ge=1)

@@ -45,7 +45,7 @@ def _file_digest(path: Path, limit: int = 1 << 20) -> str:
 def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig:
     m = params.model
     return ModelConfig(arch=m.arch, image_size=image_size, zs_dim=m.zs_dim, zu_dim=m.zu_dim, n_classes=n_classes,
-                       width=m.width, dec_width=m.dec_width, dec_depth=m.dec_depth, disc_width=m.disc_width,
+                       width=m.width, dec_width=m.dec_width, dec_depth=m.dec_depth,
                        enc_hidden=m.enc_hidden, adv_hidden=m.adv_hidden, disc_hidden=m.disc_hidden,
                        gm_var_min=m.gm_var_min, gm_var_max=m.gm_var_max, gm_var_init=m.gm_var_init,
                        gm_mean_init=m.gm_mean_init)

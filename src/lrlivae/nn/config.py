@@ -45,7 +45,6 @@ class ModelConfig:
                       (ignored by the paper architectures).
     dec_width:        the "small" decoder's own channel multiplier (None: `width`).
     dec_depth:        extra conv3x3-BN-ReLU layers at each scale of the "small" decoder (0: none).
-    disc_width:       the "small" discriminator's own channel multiplier (None: `width`).
     enc_hidden:       width of the encoders' fc layer (None: 256 small, 1024 paper).
     adv_hidden:       hidden width of the adversarial classifier on z_u (paper: 256).
     disc_hidden:      width of the discriminator's fc layer and label embedding
@@ -65,7 +64,6 @@ class ModelConfig:
     width: float = 1.0
     dec_width: float | None = None
     dec_depth: int = 0
-    disc_width: float | None = None
     enc_hidden: int | None = None
     adv_hidden: int = 256
     disc_hidden: int | None = None
@@ -94,10 +92,6 @@ class ModelConfig:
 
     def decoder_channels(self) -> tuple[int, int, int, int]:
         return self.small_channels(self.dec_width)
-
-    def disc_channels(self) -> tuple[int, int, int, int]:
-        return self.small_channels(self.disc_width)
-
     # ------------------------------------------------------------------ dict round trip
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values only (str, int, float, None): safe for JSON, YAML and weights_only checkpoints."""
@@ -131,9 +125,8 @@ class ModelConfig:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         _check_int("dec_depth", self.dec_depth, minimum=0)
-        for name in ("dec_width", "disc_width"):
-            if getattr(self, name) is not None:
-                _check_positive_float(name, getattr(self, name))
+        if self.dec_width is not None:
+            _check_positive_float("dec_width", self.dec_width)
         for name in ("width", "logvar_bound", "gm_var_min", "gm_var_max", "gm_mean_init", "gm_var_init"):
             _check_positive_float(name, getattr(self, name))
         step = DOWNSAMPLE

@@ -8,7 +8,7 @@ paper). Every weight - convolutions, both fc layers and the embedding - is spect
 y = None, or entries of y that are negative, mean "unlabeled": only the unconditional part fc_out(h).
 
 Architectures:
-  small        SN conv3x3 stride 2 with 16w, 32w, 64w, 128w channels (w: disc_width, else width), global average pool,
+  small        SN conv3x3 stride 2 with 16w, 32w, 64w, 128w channels, global average pool,
                fc(disc_hidden), fc1.
   paper_faces  Table 4: conv3x3 64 s2, 128 s2, 256 s1, 256 s2, 512 s1, 512 s2, 512 s2,
                global average pool, fc1024, fc1.
@@ -52,7 +52,7 @@ def _features(cfg: ModelConfig) -> tuple[nn.Sequential, int]:
         side = cfg.image_size // 8
         tail, n_out = [nn.Flatten()], 256 * side * side
     else:
-        spec = [(w, 3, 2) for w in cfg.disc_channels()]
+        spec = [(w, 3, 2) for w in cfg.small_channels()]
         tail, n_out = [nn.AdaptiveAvgPool2d(1), nn.Flatten()], spec[-1][0]
     layers: list[nn.Module] = []
     for c_out, k, s in spec:
