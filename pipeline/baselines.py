@@ -24,6 +24,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,11 @@ from pipeline.training import TrainingError, _file_digest, model_config
 
 
 def baseline_config(params: Params, kind: str, image_size: int, n_classes: int) -> BaselineConfig:
-    return BaselineConfig(kind=kind, z_dim=params.baselines.common.z_dim,
-                          net=model_config(params, image_size, n_classes))
+    common = params.baselines.common
+    net = model_config(params, image_size, n_classes)
+    if common.dec_depth is not None:
+        net = replace(net, dec_depth=common.dec_depth)
+    return BaselineConfig(kind=kind, z_dim=common.z_dim, net=net)
 
 
 def baseline_weights(params: Params, kind: str) -> BaselineWeights:

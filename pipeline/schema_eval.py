@@ -38,6 +38,8 @@ class BaselineCommon(Strict):
     beta1: float = Field(default=0.0, ge=0, lt=1)
     beta2: float = Field(default=0.9, ge=0, lt=1)
     z_dim: int = Field(default=32, ge=1, le=4096, description="size of z (the label enters as one-hot)")
+    dec_depth: Optional[int] = Field(default=None, ge=0, le=8,
+                                     description="the baselines' own model.dec_depth (None: model.dec_depth)")
     checkpoint_every: int = Field(default=50, ge=1)
     log_every: int = Field(default=10, ge=1)
     device: str = "auto"

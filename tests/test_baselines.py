@@ -275,3 +275,17 @@ def test_baseline_stages_and_comparison_end_to_end(tmp_path, isolated_mlflow, mo
     assert sorted(r.data.tags["model"] for r in tagged) == sorted(["ours", "ours_train_joint", *KINDS, "all"])
     by_model = {r.data.tags["model"]: r for r in tagged}
     assert by_model["cvae"].data.metrics["inception_score"] == pytest.approx(cmp["inception_score/cvae"])
+
+
+def test_baselines_take_their_own_decoder_depth(tmp_path):
+    """baselines.common.dec_depth sets the baselines' decoder depth; left out, they share model.dec_depth."""
+    from pipeline.baselines import baseline_config
+    from pipeline.params import load_params
+
+    p = load_params(write_params(tmp_path / "a.yaml", {"model": {"dec_depth": 2}, "baselines": {"common": {"dec_depth": 0}}}))
+    cfg = baseline_config(p, "cvaegan", 64, 5)
+    assert cfg.net.dec_depth == 0 and p.model.dec_depth == 2
+    n_convs = lambda c: sum(isinstance(m, torch.nn.Conv2d) for m in build_baseline(c).modules())  # noqa: E731
+    shared = baseline_config(load_params(write_params(tmp_path / "b.yaml", {"model": {"dec_depth": 2}})), "cvaegan", 64, 5)
+    assert shared.net.dec_depth == 2
+    assert n_convs(shared) == n_convs(cfg) + 2 * 3  # two extra conv3x3 at each of the decoder's three scales
