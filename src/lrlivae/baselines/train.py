@@ -16,7 +16,7 @@ import torch
 
 from lrlivae.baselines.steps import STEPS, BaselineWeights
 from lrlivae.train import distributed as ddp
-from lrlivae.train.loop import Trainer, TrainSettings
+from lrlivae.train.loop import Trainer, TrainSettings, channels_last
 from lrlivae.train.sampler import EpochSampler
 
 
@@ -40,6 +40,7 @@ class BaselineTrainer(Trainer):
         self.device, self.dist = torch.device(device), dist
         self.log_fn, self.on_epoch = log_fn, on_epoch
         self.gm_epochs_before = 0.0
+        channels_last(model, disc)
         betas = (s.beta1, s.beta2)
         critic = [p for n, p in model.named_parameters() if n.startswith("cls.")]
         gen = [p for n, p in model.named_parameters() if not n.startswith("cls.")]

@@ -33,6 +33,14 @@ from lrlivae.train.steps import gm_step, joint_step
 CHECKPOINT_FORMAT = "lrlivae-checkpoint-1"
 
 
+def channels_last(*modules) -> None:
+    """Store the modules' 4-D weights channels-last (NHWC), as the loop's image batches are: the small nets'
+    convolutions then run about a fifth faster on CPU (bench/train_speed.py). Values are unchanged."""
+    for m in modules:
+        if m is not None:
+            m.to(memory_format=torch.channels_last)
+
+
 class Trainer:
     """Trains an LrLiVAE (and its discriminator) on uint8 faces with integer labels."""
 
@@ -53,6 +61,7 @@ class Trainer:
         self.log_fn, self.on_epoch = log_fn, on_epoch
         self.gm_epochs_before = gm_epochs_before
         s = settings
+        channels_last(*self._trained())
         self.opt_gm, self.opt_g, self.opt_d = build_optimizers(model, disc, s)
         base = int(s.seed) * 1000 + dist.rank
         self.gm_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 1, rank=dist.rank, world=dist.world)
@@ -155,7 +164,7 @@ class Trainer:
         order = np.argsort(rows, kind="stable")
         imgs = np.empty((len(rows),) + faces.shape[1:], dtype=np.uint8)
         imgs[order] = faces[rows[order]]
-        x = to_float_tensor(imgs).to(self.device, non_blocking=True)
+        x = to_float_tensor(imgs).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = labels[rows].to(self.device, non_blocking=True)
         return x, y
 
