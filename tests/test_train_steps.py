@@ -289,3 +289,20 @@ def test_adversary_reads_the_mean_of_z_u_when_asked():
     s1 = joint_forward(model, None, x, y, LossWeights(gan_g=0.0), torch.Generator().manual_seed(1))
     s2 = joint_forward(model, None, x, y, LossWeights(gan_g=0.0), torch.Generator().manual_seed(2))
     assert not torch.allclose(s1["adv_c"], s2["adv_c"])
+
+
+def test_epoch_callback_runs_at_epoch_ends_at_most_max_times(tmp_path):
+    """A set of two batches has an epoch end every other step: 100 GM steps call on_epoch at most
+    MAX_EPOCH_CALLS times (each at an epoch end), and once at the last step."""
+    from lrlivae.train.loop import MAX_EPOCH_CALLS
+
+    faces, labels = tiny_data(16)
+    calls = []
+    t = _trainer(tmp_path, faces, labels, 100, mode="gm", checkpoint_every=1000,
+                 on_epoch=lambda tr, epoch: calls.append((tr.step, tr.gm_sampler.epoch_progress)))
+    t.run()
+    steps = [s for s, _ in calls]
+    assert steps[-1] == 100 and len(calls) <= MAX_EPOCH_CALLS + 1
+    inner = steps[:-1]  # the last step is always called
+    assert all(b - a >= 100 // MAX_EPOCH_CALLS for a, b in zip(inner, inner[1:]))
+    assert all(s % 2 == 0 for s in steps)  # epoch ends of a two-batch set

@@ -5,7 +5,8 @@
         n_gm GM steps on fresh batches          (mode "gm": the whole stage is GM steps)
         one joint step                          (mode "joint")
         stop on a non-finite loss, naming the term and the step
-        log named scalars; at each epoch end call on_epoch; checkpoint every `checkpoint_every`
+        log named scalars; at epoch ends call on_epoch (at most MAX_EPOCH_CALLS times, and at the last
+        step); checkpoint every `checkpoint_every`
     final checkpoint, marked finished
 
 The checkpoint holds the model, discriminator, optimisers, sampler positions, RNG states and step, so a
@@ -31,6 +32,7 @@ from lrlivae.train.settings import NonFiniteLoss, TrainSettings  # noqa: F401  (
 from lrlivae.train.steps import gm_step, joint_step
 
 CHECKPOINT_FORMAT = "lrlivae-checkpoint-1"
+MAX_EPOCH_CALLS = 20  # on_epoch calls per run, at most (plus the last step)
 
 
 def channels_last(*modules) -> None:
@@ -258,6 +260,9 @@ class Trainer:
                        mininterval=2.0)
         sums: dict[str, float] = {}
         count, t0 = 0, time.perf_counter()
+        # on_epoch (validation figures and image grids for the tracker) at epoch ends, but no more than
+        # MAX_EPOCH_CALLS times a run: a small set's epochs are a few steps long
+        call_gap, last_call = max(1, s.steps // MAX_EPOCH_CALLS), self.step
         while self.step < s.steps:
             epoch_before = epoch_sampler.epoch if epoch_sampler.position < epoch_sampler.batches_per_epoch \
                 else epoch_sampler.epoch + 1
@@ -294,8 +299,9 @@ class Trainer:
                 self.refit()
             if s.gm_refit != "none" and self.step == s.steps:
                 self.refit()
-            if self.on_epoch is not None and (epoch_done or self.step == s.steps):
+            if self.on_epoch is not None and ((epoch_done and self.step - last_call >= call_gap) or self.step == s.steps):
                 self.on_epoch(self, epoch_before)
+                last_call = self.step
             if self.step % s.checkpoint_every == 0 and self.step < s.steps:
                 self.save(finished=False)
         bar.close()
