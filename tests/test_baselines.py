@@ -209,12 +209,15 @@ def _trainer(kind, tmp_path, steps, log_fn=None, faces=None):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_trainer_runs_resumes_and_writes_a_self_describing_checkpoint(kind, tmp_path):
+def test_trainer_runs_resumes_and_writes_a_self_describing_checkpoint(kind, tmp_path, capsys):
     from pipeline.baselines import load_baseline
 
     logged = []
     t, faces = _trainer(kind, tmp_path / "a", 4, log_fn=lambda m, step: logged.append(m))
     t.run()
+    out = capsys.readouterr()
+    progress = out.out + out.err
+    assert f"{kind}: " in progress and "joint: " not in progress  # the bar names the baseline it trains
     assert len(logged) == 4 and all(math.isfinite(v) for m in logged for v in m.values())
     assert f"loss/{kind}/total" in logged[-1]
     st = torch.load(tmp_path / "a/model.pt", weights_only=True)

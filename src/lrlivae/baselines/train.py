@@ -56,6 +56,9 @@ class BaselineTrainer(Trainer):
         self.last_saved_step = -1
         self.history: list[dict] = []
 
+    def progress_name(self) -> str:
+        return self.model.kind  # cvae, cgan, cvaegan: not the joint step it borrows the loop of
+
     # ------------------------------------------------------------------ the step
     def _update_sigma_lr(self) -> float:
         return self.s.lr  # no GM prior

@@ -244,6 +244,10 @@ class Trainer:
             self.opt_d.step()
         return scalars
 
+    def progress_name(self) -> str:
+        """The progress bar's label: the stage's mode (gm, joint, semi)."""
+        return self.s.mode
+
     def run(self) -> None:
         """Train until `settings.steps`, resuming if possible; writes the finished checkpoint."""
         s = self.s
@@ -256,8 +260,8 @@ class Trainer:
         epoch_sampler = self.gm_sampler if s.mode == "gm" else self.joint_sampler
         from lrlivae.progress import progress
 
-        bar = progress(total=s.steps, initial=self.step, desc=s.mode, unit="it", disable=not self.dist.is_main,
-                       mininterval=2.0)
+        bar = progress(total=s.steps, initial=self.step, desc=self.progress_name(), unit="it",
+                       disable=not self.dist.is_main, mininterval=2.0)
         sums: dict[str, float] = {}
         count, t0 = 0, time.perf_counter()
         # on_epoch (validation figures and image grids for the tracker) at epoch ends, but no more than
