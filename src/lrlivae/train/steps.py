@@ -212,12 +212,9 @@ def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
     total = w.rec_dec * t["rec"] + w.lambda_lkd * t["lkd"] + w.lambda_kl * t["kl"]
     if "adv_e" in t:  # labeled batch
         total = total + w.adv_e * t["adv_e"] + t["adv_c"]
-    if "fm" in t:
-        total = total + w.fm * t["fm"]
-    if "cyc_s" in t:
-        total = total + w.cyc_s * t["cyc_s"]
-    if "cyc_u" in t:
-        total = total + w.cyc_u * t["cyc_u"]
+    for k in ("fm", "cyc_s", "cyc_u"):  # the decoder-only terms, present when their weight is on
+        if k in t:
+            total = total + getattr(w, k) * t[k]
     d_grads = None
     if "d" in t:
         total = total + w.gan_g * t["g"]
