@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 SUMMARY_KEYS = ("generated_class_accuracy", "inception_score", "fcd", "intra_class_diversity", "zs_accuracy",
-                "zu_probe_accuracy", "class_acc_recon", "class_acc_mean_zs", "train_seconds")
+                "zu_probe_accuracy", "precision", "recall", "precision_per_class", "recall_per_class",
+                "sharpness_ratio", "two_sample_accuracy", "train_eval_gap", "d_gap_last_fifth", "train_seconds")
 ENC_KEYS = ("width", "zs_dim", "enc_hidden", "arch")
 
 
@@ -112,8 +113,14 @@ def run_variant(v: dict, base: dict, args: dict) -> list[dict]:
     ev, _ = load_evaluator(Path(args["evaluator"]), "cpu")
     settings = _settings(base["train_joint"], v.get("settings", {}), v.get("weights", {}), steps=score_at[0])
     extra = {"stage": "train_joint", "model_config": cfg.to_dict(), "identities": ids}
+    logged: list[tuple[int, float]] = []  # (step, d/gap): D(real) - D(sample) as training logs it
+
+    def log_fn(scalars: dict, step: int) -> None:
+        if "d/gap" in scalars:
+            logged.append((step, float(scalars["d/gap"])))
+
     trainer = Trainer(model, disc, ds.faces, rows, labels, settings, work / "model.pt", name, extra_state=extra,
-                      device=device, gm_epochs_before=gm_epochs)
+                      device=device, gm_epochs_before=gm_epochs, log_fn=log_fn)
     results, train_s = [], time.perf_counter() - t0
     for steps in score_at:
         trainer.s = replace(settings, steps=steps)
@@ -123,7 +130,10 @@ def run_variant(v: dict, base: dict, args: dict) -> list[dict]:
         model.to("cpu")
         m, _ = score_model(model, ev, ds, ids, EvalProtocol(), base["seed"], "cpu")
         model.to(device)
-        m.update(name=name, steps=steps, train_seconds=train_s, device=str(device))
+        tail = [g for st, g in logged if st > 0.8 * steps]
+        if tail:
+            m["d_gap_last_fifth"] = float(sum(tail) / len(tail))
+        m.update(name=name, steps=steps, train_seconds=train_s, device=str(device), d_gap_curve=logged)
         (out / f"{name}@{steps}.json").write_text(json.dumps(m, indent=1))
         print(f"[{name}@{steps}] " + " ".join(f"{k}={m[k]:.4g}" for k in SUMMARY_KEYS if k in m), flush=True)
         results.append(m)

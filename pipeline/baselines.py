@@ -198,7 +198,7 @@ def run_evaluate_baseline(kind: str, params: Params, params_path: Path, data_dir
         tracker.log_scored_model(model_path, st)
         t0 = time.perf_counter()
         m = generation_metrics(model, ev, len(ids), x_te, y_te, protocol(params), params.seed, device,
-                               judge_reference(params, x_te, y_te))
+                               judge_reference(params, x_te, y_te), x_tr=np.asarray(ds.faces[tr]))
         classes = list(range(min(cfg.figure_classes, len(ids))))
         pics = {"samples": figs.class_samples(model, classes, 8, seed=params.seed),
                 "vary_z": bev.vary_z(model, classes, 8, seed=params.seed)}

@@ -184,6 +184,19 @@ def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | N
                     + [["real test images", _fmt(ours, "intra_class_diversity_real", 4)]])
     lines += ["", "## FCD: Frechet distance of evaluator features to the real test images (lower is better)", ""]
     lines += _table(["model", "FCD"], [[LABELS[m], _fmt(r, "fcd", 2)] for m, r in reports.items()])
+    lines += ["", "## Realism: do the samples look like the photographs, in their variety?", "",
+              "In the evaluator's feature space against the real test images (k = 3): precision (samples inside the "
+              "real images' manifold), recall (real images inside the samples' manifold), per person (each class "
+              "against its own test images, averaged), density and coverage; sharpness = high-frequency energy "
+              "of the samples over the real images' (1: as sharp; > 1: checkerboard or noise; < 1: blur); "
+              "two-sample accuracy of a fresh classifier telling real training crops from samples (0.5: "
+              "indistinguishable); train/eval gap of the decoder (mean |difference| on [-1, 1]). Protocols: "
+              "lrlivae.evaluate.realism.", ""]
+    keys = [("precision", 3), ("recall", 3), ("precision_per_class", 3), ("recall_per_class", 3), ("density", 3),
+            ("coverage", 3), ("sharpness_ratio", 2), ("two_sample_accuracy", 3), ("train_eval_gap", 3)]
+    lines += _table(["model", "precision", "recall", "precision / person", "recall / person", "density", "coverage",
+                     "sharpness", "two-sample acc.", "train/eval gap"],
+                    [[LABELS[m]] + [_fmt(r, k, d) for k, d in keys] for m, r in reports.items()])
     lines += ["", "## Inpainting (Fig. 7): PSNR in dB over the masked region (SSIM in brackets)", "",
               "cVAE and cVAE-GAN are given the true label, as in the paper; ours uses none; cGAN has no encoder.", ""]
     rows = []

@@ -120,6 +120,11 @@ class ModelParams(Strict):
     width: float = Field(default=1.0, gt=0, le=16, description="channel multiplier of the small nets")
     dec_width: Optional[float] = Field(default=None, gt=0, le=16, description="the small decoder's own multiplier (None: width)")
     dec_depth: int = Field(default=0, ge=0, le=8, description="extra conv3x3 layers at each scale of the small decoder")
+    dec_up: Literal["transpose", "resize"] = Field(
+        default="transpose", description="decoder upsampling: transposed conv (paper) or nearest + conv3x3")
+    dec_norm: Literal["batch", "group"] = Field(
+        default="batch", description="decoder normalisation: BatchNorm (paper) or GroupNorm (same in training and use)")
+    disc_pool: Literal["mean", "sum"] = Field(default="mean", description="the discriminator's global pooling")
     zs_dim: int = Field(default=32, ge=1, le=4096)
     zu_dim: int = Field(default=32, ge=1, le=4096)
     enc_hidden: Optional[int] = Field(default=None, ge=1)
@@ -178,12 +183,16 @@ class TrainJointParams(TrainCommon):
         default="sample", description="the adversarial classifier reads the sampled z_u or its mean")
     gan_fake_weight: float = Field(default=1.0, gt=0, le=1,
                                    description="weight of the reconstruction and sample terms in the D loss")
+    gan_rec_weight: float = Field(default=1.0, ge=0, le=1,
+                                  description="weight of the reconstruction among D's fake terms (0: samples only)")
+    r1: float = Field(default=0.0, ge=0, le=100, description="R1 gradient penalty gamma on real images (D loss)")
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
     cyc_s: float = Field(default=0.0, ge=0, description="decoder: ||Encoder^s(x_p') - z_s^p||^2 of prior samples (frozen Encoder^s)")
     cyc_u: float = Field(default=0.0, ge=0, description="decoder: ||mu_u(x_p') - z_u^p||^2 of prior samples (frozen Encoder^u)")
     fm: float = Field(default=0.0, ge=0, description="decoder: reconstruction distance in D's second feature map")
     d_lr_mult: float = Field(default=1.0, gt=0, le=100, description="the discriminator's learning rate is lr times this")
+    n_d: int = Field(default=0, ge=0, le=8, description="discriminator-only steps on each batch before the joint step")
 
 
 # ---------------------------------------------------------------------------------------------- fetch_facescrub

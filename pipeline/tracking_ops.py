@@ -27,7 +27,8 @@ PAPER_SYMBOLS = ("seed", "lambda_lkd", "lambda_kl", "lambda_rec", "n_gm")
 # stage scores another model than ours (evaluate_baseline@cvae, evaluate's train_joint model).
 _EVAL = ("inception_score", "inception_score_std", "inception_score_real", "fcd", "generated_class_accuracy",
          "intra_class_diversity", "zs_accuracy", "zu_probe_accuracy", "z_probe_accuracy", "disentanglement_gap",
-         "inpaint_psnr_eyes", "inpaint_psnr_mouth", "inpaint_psnr_half")
+         "inpaint_psnr_eyes", "inpaint_psnr_mouth", "inpaint_psnr_half", "precision", "recall_per_class",
+         "sharpness_ratio", "two_sample_accuracy")
 HEADLINE: dict[str, dict[str, str]] = {
     "train_gm": {"gm_test_accuracy": "train_gm/gm_test_accuracy"},
     "train_joint": {k: f"train_joint/{k}" for k in ("gm_test_accuracy", "recon_mse_test", "zs_probe_accuracy",

@@ -45,7 +45,8 @@ def _file_digest(path: Path, limit: int = 1 << 20) -> str:
 def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig:
     m = params.model
     return ModelConfig(arch=m.arch, image_size=image_size, zs_dim=m.zs_dim, zu_dim=m.zu_dim, n_classes=n_classes,
-                       width=m.width, dec_width=m.dec_width, dec_depth=m.dec_depth,
+                       width=m.width, dec_width=m.dec_width, dec_depth=m.dec_depth, dec_up=m.dec_up,
+                       dec_norm=m.dec_norm, disc_pool=m.disc_pool,
                        enc_hidden=m.enc_hidden, adv_hidden=m.adv_hidden, disc_hidden=m.disc_hidden,
                        gm_var_min=m.gm_var_min, gm_var_max=m.gm_var_max, gm_var_init=m.gm_var_init,
                        gm_mean_init=m.gm_mean_init)
@@ -53,7 +54,7 @@ def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig
 
 def loss_weights(params: Params, cfg: TrainCommon) -> LossWeights:
     extra = {}
-    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "gan_fake_weight", "adv_input", "kl_reduction", "rec_reduction",
+    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "gan_fake_weight", "gan_rec_weight", "r1", "adv_input", "kl_reduction", "rec_reduction",
               "cyc_s", "cyc_u", "fm"):
         if hasattr(cfg, k):
             extra[k] = getattr(cfg, k)
@@ -72,7 +73,7 @@ def train_settings(params: Params, stage: str) -> TrainSettings:
                          semi_n_gm=getattr(cfg, "semi_n_gm", 0),
                          pseudo_label_threshold=getattr(cfg, "pseudo_label_threshold", 0.0),
                          gm_refit=cfg.gm_refit, gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip, gm_color=cfg.gm_color,
-                         d_lr_mult=getattr(cfg, "d_lr_mult", 1.0))
+                         d_lr_mult=getattr(cfg, "d_lr_mult", 1.0), n_d=getattr(cfg, "n_d", 0))
 
 
 def load_model(path: Path, device="cpu"):

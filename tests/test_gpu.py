@@ -42,3 +42,28 @@ def test_joint_training_on_cuda_in_fp32_and_bf16(tmp_path):
         assert torch.isfinite(rec).all()
         recs.append(rec)
     assert float((recs[0] - recs[1]).abs().mean()) < 0.2
+
+
+def test_batches_prefetched_to_cuda_are_the_batches_fetched_on_the_spot(tmp_path):
+    """The background thread's pinned-memory copies on a side stream give the very batches, on the device."""
+    faces, labels = tiny_data(64)
+    trainers = []
+    for prefetch in (True, False):
+        s = TrainSettings(mode="joint", steps=4, batch_size=16, n_gm=2, checkpoint_every=100, seed=0)
+        cfg = tiny_cfg()
+        t = Trainer(build_model(cfg).cuda(), build_discriminator(cfg).cuda(), faces, np.arange(len(faces)), labels,
+                    s, tmp_path / f"{prefetch}.pt", "fp", device="cuda")
+        t.prefetch = prefetch
+        trainers.append(t)
+    ahead, direct = trainers
+    n = 0
+    for step in range(4):
+        ahead.step = direct.step = step
+        for name in ["gm_sampler"] * 2 + ["joint_sampler"]:
+            xa, ya = ahead._batch(getattr(ahead, name))
+            xd, yd = direct._batch(getattr(direct, name))
+            assert xa.is_cuda and xa.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(xa, xd) and torch.equal(ya, yd)
+            n += 1
+    assert ahead._prefetcher.hits == n - 1
+    ahead._stop_prefetch()

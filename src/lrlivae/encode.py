@@ -24,6 +24,14 @@ def evaluating(*modules):
             m.train(mode)
 
 
+EVAL_BATCH = {"cpu": 256, "cuda": 1024}  # rows per forward pass of an evaluation loop, by device type
+
+
+def eval_batch(device, batch: int | None = None) -> int:
+    """`batch` when given, else the device's evaluation batch (EVAL_BATCH; 256 on other devices)."""
+    return int(batch) if batch is not None else EVAL_BATCH.get(torch.device(device).type, 256)
+
+
 @dataclass
 class Codes:
     zs: np.ndarray  # (N, zs_dim)
@@ -31,8 +39,9 @@ class Codes:
     logvar: np.ndarray  # (N, zu_dim)
 
 
-def encode_rows(model, faces, rows: np.ndarray, device="cpu", batch: int = 256) -> Codes:
-    """z_s and q(z_u | x) parameters of faces[rows], in eval mode."""
+def encode_rows(model, faces, rows: np.ndarray, device="cpu", batch: int | None = None) -> Codes:
+    """z_s and q(z_u | x) parameters of faces[rows], in eval mode, `batch` rows at a time (eval_batch)."""
+    batch = eval_batch(device, batch)
     zs, mu, lv = [], [], []
     rows = np.sort(np.asarray(rows))
     with evaluating(model):

@@ -175,15 +175,17 @@ def _mean_or_zero(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
 
 
 def d_loss_hinge(d_real: torch.Tensor, d_rec: torch.Tensor | None, d_sample: torch.Tensor | None,
-                 fake_weight: float = 1.0) -> torch.Tensor:
-    """Hinge D loss: mean relu(1 - D(x)) + fake_weight * (mean relu(1 + D(x_f')) + mean relu(1 + D(x_p'))).
+                 fake_weight: float = 1.0, rec_weight: float = 1.0) -> torch.Tensor:
+    """Hinge D loss: mean relu(1 - D(x)) + fake_weight * (rec_weight * mean relu(1 + D(x_f')) + mean relu(1 + D(x_p'))).
 
-    fake_weight 1 is the three-term loss the authors ran; 0.5 weighs the real images as much as the two
-    kinds of fake together (with weight 1, a D that cannot tell them apart is pulled to D = -1 everywhere).
+    fake_weight 1, rec_weight 1 is the three-term loss the authors ran. A reconstruction lies close to its
+    own real image, so a D of bounded slope (spectral norm) scores the two alike; then their two terms
+    cancel and only the sample term is left, which pulls D to -1 everywhere: the D stops telling real from
+    generated. rec_weight 0 asks D to tell real images from prior samples only.
     """
-    fake_rec = F.relu(1.0 + d_rec) if d_rec is not None else None
+    fake_rec = F.relu(1.0 + d_rec) if d_rec is not None and rec_weight else None
     fake_sample = F.relu(1.0 + d_sample) if d_sample is not None else None
-    fake = _mean_or_zero(fake_rec, d_real) + _mean_or_zero(fake_sample, d_real)
+    fake = rec_weight * _mean_or_zero(fake_rec, d_real) + _mean_or_zero(fake_sample, d_real)
     return F.relu(1.0 - d_real).mean() + fake_weight * fake
 
 
@@ -196,16 +198,23 @@ def g_loss_hinge(d_rec: torch.Tensor | None, d_sample: torch.Tensor | None) -> t
 
 
 def d_loss_bce(d_real: torch.Tensor, d_rec: torch.Tensor | None, d_sample: torch.Tensor | None,
-               fake_weight: float = 1.0) -> torch.Tensor:
+               fake_weight: float = 1.0, rec_weight: float = 1.0) -> torch.Tensor:
     """Eq. 10 / Algorithm 1 line 22 with D = sigmoid(logit), via softplus (stable for any logit):
 
         -log D(x) - log(1 - D(x_f')) - log(1 - D(x_p'))
         = softplus(-l_real) + softplus(l_rec) + softplus(l_sample)      (batch means)
     """
-    fake_rec = F.softplus(d_rec) if d_rec is not None else None
+    fake_rec = F.softplus(d_rec) if d_rec is not None and rec_weight else None
     fake_sample = F.softplus(d_sample) if d_sample is not None else None
-    fake = _mean_or_zero(fake_rec, d_real) + _mean_or_zero(fake_sample, d_real)
+    fake = rec_weight * _mean_or_zero(fake_rec, d_real) + _mean_or_zero(fake_sample, d_real)
     return F.softplus(-d_real).mean() + fake_weight * fake
+
+
+def r1_penalty(d_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): 0.5 * E ||grad_x D(x)||^2 on real images (x_real must require grad);
+    the graph is kept so the penalty itself can be differentiated (the D step adds gamma * this)."""
+    (g,) = torch.autograd.grad(d_real.sum(), x_real, create_graph=True)
+    return 0.5 * g.pow(2).reshape(g.shape[0], -1).sum(dim=1).mean()
 
 
 def g_loss_bce(d_rec: torch.Tensor | None, d_sample: torch.Tensor | None) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lrlivae.data.aligned import to_float_tensor
-from lrlivae.encode import evaluating
+from lrlivae.encode import eval_batch, evaluating
 
 FORMAT = "lrlivae-evaluator"
 
@@ -205,23 +205,24 @@ def precise_bn(model: Evaluator, images_u8: np.ndarray, batch: int = 256, seed: 
 
 
 # ---------------------------------------------------------------------------- inference
-def _batches(model: Evaluator, images_u8: np.ndarray, fn, batch: int) -> np.ndarray:
+def _batches(model: Evaluator, images_u8: np.ndarray, fn, batch: int | None) -> np.ndarray:
     images_u8 = np.asarray(images_u8)
     out = []
     with evaluating(model):
         dev = next(model.parameters()).device
+        batch = eval_batch(dev, batch)
         for i in range(0, len(images_u8), batch):
             out.append(fn(to_float_tensor(images_u8[i : i + batch]).to(dev)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def predict_probs(model: Evaluator, images_u8: np.ndarray, batch: int = 256) -> np.ndarray:
+def predict_probs(model: Evaluator, images_u8: np.ndarray, batch: int | None = None) -> np.ndarray:
     """p(y|x): (N, C) softmax probabilities (float64, rows sum to 1) for (N, S, S, 3) uint8 images."""
     p = _batches(model, images_u8, lambda x: F.softmax(model(x).double(), dim=1), batch).astype(np.float64)
     return p / p.sum(1, keepdims=True) if len(p) else p
 
 
-def features(model: Evaluator, images_u8: np.ndarray, batch: int = 256) -> np.ndarray:
+def features(model: Evaluator, images_u8: np.ndarray, batch: int | None = None) -> np.ndarray:
     """(N, D) penultimate-layer features (after global pooling) for the Frechet distance."""
     return _batches(model, images_u8, model.features, batch)
 

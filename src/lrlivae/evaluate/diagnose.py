@@ -30,10 +30,11 @@ import torch
 
 from lrlivae.data.aligned import to_uint8_images
 from lrlivae.evaluate.classifier import accuracy
-from lrlivae.encode import Codes, evaluating
+from lrlivae.encode import Codes, eval_batch, evaluating
 
 
-def _decode_u8(model, zs: np.ndarray, zu: np.ndarray, batch: int = 256) -> np.ndarray:
+def _decode_u8(model, zs: np.ndarray, zu: np.ndarray, batch: int | None = None) -> np.ndarray:
+    batch = eval_batch(model.device, batch)
     out = []
     with evaluating(model):
         for i in range(0, len(zs), batch):

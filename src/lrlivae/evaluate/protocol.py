@@ -15,6 +15,9 @@
   region; masks placed from the alignment template (lrlivae.evaluate.inpaint);
 - synthetic data: the disentanglement table (each ground-truth factor probed from z_s and from z_u on
   held-out codes) and disentanglement_gap over `nuisance_factors`;
+- realism (lrlivae.evaluate.realism, each with its written protocol): precision, recall, density, coverage
+  in the evaluator's feature space against the real test split, overall and per person (`*_per_class`);
+  sharpness_ratio; two_sample_accuracy against the real training split; train_eval_gap of the decoder;
 - with a judge reference (lrlivae.evaluate.identity.JudgeReference): identity_judge/* of the same samples.
 """
 from __future__ import annotations
@@ -32,6 +35,7 @@ from lrlivae.evaluate.frechet import fcd
 from lrlivae.evaluate.inception import inception_score, interleave_classes, splits_for_chunk
 from lrlivae.evaluate.inpaint import MASKS, inpaint, make_mask, masked_psnr, masked_ssim
 from lrlivae.evaluate.probes import disentanglement_gap, disentanglement_table
+from lrlivae.evaluate.realism import realism_in_features, sharpness_ratio, train_eval_gap, two_sample_accuracy
 
 DEFAULT_NUISANCE = ("yaw", "pitch", "smile", "mouth_open", "eyes_closed", "light_x", "light_y", "light_strength",
                     "bg_brightness")
@@ -62,10 +66,11 @@ def generate_per_class(model, n_classes: int, per_class: int, seed: int, device)
 
 
 def generation_metrics(model, ev, n_classes: int, x_te: np.ndarray, y_te: np.ndarray, protocol: EvalProtocol,
-                       seed: int, device, judge=None) -> dict:
-    """Inception Score (and its real-image ceiling), generated-class accuracy, intra-class diversity and FCD
-    of any model with `generate(y=c, n, generator)` (Lr-LiVAE or a baseline); with a judge reference also
-    the identity_judge/* figures of the same samples."""
+                       seed: int, device, judge=None, x_tr: np.ndarray | None = None) -> dict:
+    """Inception Score (and its real-image ceiling), generated-class accuracy, intra-class diversity, FCD
+    and the realism figures of any model with `generate(y=c, n, generator)` (Lr-LiVAE or a baseline); the
+    two-sample test needs the real training crops `x_tr`; with a judge reference also the identity_judge/*
+    figures of the same samples."""
     m: dict[str, float] = {}
     gen, gen_y = generate_per_class(model, n_classes, protocol.per_class, seed, device)
     splits = min(protocol.splits, len(gen))
@@ -79,7 +84,13 @@ def generation_metrics(model, ev, n_classes: int, x_te: np.ndarray, y_te: np.nda
         m["intra_class_diversity_real"] = intra_class_diversity(x_te, y_te)
     except ValueError as e:  # a test split with one image per class has no pairs
         print(f"[lrlivae] warning: intra_class_diversity_real not computed: {e}")
-    m["fcd"] = fcd(features(ev, gen), features(ev, x_te))
+    f_gen, f_te = features(ev, gen), features(ev, x_te)
+    m["fcd"] = fcd(f_gen, f_te)
+    m.update(realism_in_features(f_te, y_te, f_gen, gen_y))
+    m["sharpness_ratio"] = sharpness_ratio(gen, x_te)
+    if x_tr is not None:
+        m["two_sample_accuracy"] = two_sample_accuracy(x_tr, gen, seed=seed)
+    m["train_eval_gap"] = train_eval_gap(model, n_classes, seed=seed)
     if judge is not None:
         m.update(judge.score(gen, gen_y))
     return m
@@ -109,7 +120,8 @@ def score_model(model, ev, ds: AlignedFaces, ids: list[str], protocol: EvalProto
     tr, te = ds.labeled_rows("train", ids), ds.labeled_rows("test", ids)
     x_te, y_te = np.asarray(ds.faces[te]), labels[te]
     m: dict[str, float] = {}
-    m.update(generation_metrics(model, ev, len(ids), x_te, y_te, protocol, seed, device, judge))
+    m.update(generation_metrics(model, ev, len(ids), x_te, y_te, protocol, seed, device, judge,
+                                x_tr=np.asarray(ds.faces[tr])))
     codes_tr = encode_rows(model, ds.faces, tr, device)
     codes_te = encode_rows(model, ds.faces, te, device)
     m["zs_accuracy"] = gm_accuracy(model, codes_te.zs, y_te)

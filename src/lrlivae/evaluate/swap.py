@@ -13,12 +13,15 @@ import torch
 
 from lrlivae.data.aligned import to_float_tensor, to_uint8_images
 from lrlivae.io import image_grid
-from lrlivae.encode import evaluating
+from lrlivae.encode import eval_batch, evaluating
 
 
-def swap_images(model, faces, rows_s: np.ndarray, rows_u: np.ndarray, device="cpu", batch: int = 256) -> np.ndarray:
-    """Decoder(z_s of faces[rows_s[i]], mean z_u of faces[rows_u[i]]) for each i: (N, S, S, 3) uint8."""
+def swap_images(model, faces, rows_s: np.ndarray, rows_u: np.ndarray, device="cpu",
+                batch: int | None = None) -> np.ndarray:
+    """Decoder(z_s of faces[rows_s[i]], mean z_u of faces[rows_u[i]]) for each i: (N, S, S, 3) uint8,
+    `batch` pairs at a time (lrlivae.encode.eval_batch)."""
     rows_s, rows_u = np.asarray(rows_s), np.asarray(rows_u)
+    batch = eval_batch(device, batch)
     out = []
     with evaluating(model):
         for i in range(0, len(rows_s), batch):

@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ARCHS = ("small", "paper_faces", "paper_cifar")
+DEC_UP = ("transpose", "resize")
+DEC_NORM = ("batch", "group")
+DISC_POOL = ("mean", "sum")
 
 # Hidden sizes used when the config leaves them as None.
 _ENC_HIDDEN = {"small": 256, "paper_faces": 1024, "paper_cifar": 1024}
@@ -45,6 +48,14 @@ class ModelConfig:
                       (ignored by the paper architectures).
     dec_width:        the "small" decoder's own channel multiplier (None: `width`).
     dec_depth:        extra conv3x3-BN-ReLU layers at each scale of the "small" decoder (0: none).
+    dec_up:           how the decoder doubles the image: "transpose" (a 4x4 / 5x5 transposed convolution, the
+                      paper) or "resize" (nearest-neighbour upsampling then a conv3x3; no checkerboard,
+                      Odena et al. 2016).
+    dec_norm:         the decoder's normalisation: "batch" (BatchNorm, the paper: training-mode outputs depend
+                      on the rest of the batch and differ from eval mode) or "group" (GroupNorm with 8 groups:
+                      every image is normalised on its own, the same in training and in use).
+    disc_pool:        how the discriminator pools its last feature map: "mean" or "sum" (sum keeps the
+                      scale of the features under spectral normalisation, as SN-GAN's ResNet D does).
     enc_hidden:       width of the encoders' fc layer (None: 256 small, 1024 paper).
     adv_hidden:       hidden width of the adversarial classifier on z_u (paper: 256).
     disc_hidden:      width of the discriminator's fc layer and label embedding
@@ -64,6 +75,9 @@ class ModelConfig:
     width: float = 1.0
     dec_width: float | None = None
     dec_depth: int = 0
+    dec_up: str = "transpose"
+    dec_norm: str = "batch"
+    disc_pool: str = "mean"
     enc_hidden: int | None = None
     adv_hidden: int = 256
     disc_hidden: int | None = None
@@ -125,6 +139,9 @@ class ModelConfig:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         _check_int("dec_depth", self.dec_depth, minimum=0)
+        for name, allowed in (("dec_up", DEC_UP), ("dec_norm", DEC_NORM), ("disc_pool", DISC_POOL)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.dec_width is not None:
             _check_positive_float("dec_width", self.dec_width)
         for name in ("width", "logvar_bound", "gm_var_min", "gm_var_max", "gm_mean_init", "gm_var_init"):

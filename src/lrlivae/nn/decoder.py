@@ -1,7 +1,10 @@
 """Decoder (generator) p_theta(x | z_s, z_u): concat(z_s, z_u) -> image in [-1, 1] (tanh), Sec. 3.4.
 
-Each architecture mirrors its encoder; upsampling is a transposed convolution that exactly doubles
-the size:
+Each architecture mirrors its encoder. Upsampling (`cfg.dec_up`) is a transposed convolution that exactly
+doubles the size ("transpose", the paper) or nearest-neighbour doubling followed by a conv3x3 ("resize":
+every output pixel sees the same number of weights, so no checkerboard; Odena et al. 2016). The
+normalisation (`cfg.dec_norm`) is BatchNorm ("batch", the paper) or GroupNorm with 8 groups ("group": each
+image normalised on its own, so training-mode and eval-mode outputs are the same).
   small        fc(128w * s * s)-BN-ReLU, reshape to s x s (s = image_size / 16), then
                3 x [convT4x4 stride 2, BN, ReLU, dec_depth x (conv3x3, BN, ReLU)] with 64w, 32w, 16w
                channels and convT4x4 stride 2 to the image channels, tanh (w: dec_width, else width).
@@ -18,18 +21,40 @@ import torch
 import torch.nn as nn
 
 from lrlivae.nn.config import ModelConfig
-from lrlivae.nn.encoders import conv_bn_relu
+
+GROUPS = 8  # GroupNorm groups of the "group" decoder
 
 
-def up_bn_relu(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
-    """Transposed conv that doubles H and W (kernel 4: padding 1; kernel 5: padding 2, output_padding 1)."""
+def norm(kind: str, c: int, dims: int = 2) -> nn.Module:
+    """BatchNorm ("batch") or GroupNorm ("group", 8 groups or fewer when c is smaller) over c channels."""
+    if kind == "group":
+        return nn.GroupNorm(min(GROUPS, c), c)
+    return nn.BatchNorm2d(c) if dims == 2 else nn.BatchNorm1d(c)
+
+
+def conv_norm_relu(c_in: int, c_out: int, kernel: int, kind: str = "batch") -> list[nn.Module]:
+    """Conv at stride 1 (same padding, no bias) + normalisation + ReLU."""
+    return [nn.Conv2d(c_in, c_out, kernel, 1, (kernel - 1) // 2, bias=False), norm(kind, c_out), nn.ReLU(inplace=True)]
+
+
+def upsample(c_in: int, c_out: int, kernel: int, up: str = "transpose", bias: bool = False) -> list[nn.Module]:
+    """A layer that doubles H and W: a transposed conv (kernel 4: padding 1; kernel 5: padding 2,
+    output_padding 1), or nearest doubling then a conv of the same kernel ("resize")."""
+    if up == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c_in, c_out, kernel, 1, (kernel - 1) // 2, bias=bias)]
     padding, output_padding = (1, 0) if kernel == 4 else ((kernel - 1) // 2, 1)
-    return [nn.ConvTranspose2d(c_in, c_out, kernel, 2, padding, output_padding, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return [nn.ConvTranspose2d(c_in, c_out, kernel, 2, padding, output_padding, bias=bias)]
 
 
-def fc_bn_relu(n_in: int, n_out: int) -> list[nn.Module]:
-    return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True)]
+def up_norm_relu(c_in: int, c_out: int, kernel: int, up: str = "transpose", kind: str = "batch") -> list[nn.Module]:
+    """Doubling layer (`upsample`; a resize uses a 3x3 kernel where the transposed conv has 4x4) + norm + ReLU."""
+    k = 3 if up == "resize" and kernel == 4 else kernel
+    return [*upsample(c_in, c_out, k, up), norm(kind, c_out), nn.ReLU(inplace=True)]
+
+
+def fc_bn_relu(n_in: int, n_out: int, kind: str = "batch") -> list[nn.Module]:
+    return [nn.Linear(n_in, n_out, bias=False), norm(kind, n_out, dims=1), nn.ReLU(inplace=True)]
 
 
 class Decoder(nn.Module):
@@ -38,30 +63,33 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         z_dim, side, out_c = cfg.zs_dim + cfg.zu_dim, cfg.image_size // 16, cfg.channels
+        up, nk = cfg.dec_up, cfg.dec_norm
+        ucr = lambda a, b, k: up_norm_relu(a, b, k, up, nk)  # noqa: E731
+        ccr = lambda a, b, k: conv_norm_relu(a, b, k, nk)  # noqa: E731
         if cfg.arch == "small":
             c1, c2, c3, c4 = cfg.decoder_channels()
-            fc = fc_bn_relu(z_dim, c4 * side * side)
+            fc = fc_bn_relu(z_dim, c4 * side * side, nk)
             start = c4
             convs = []
             for c_in, c_out in ((c4, c3), (c3, c2), (c2, c1)):
-                convs += up_bn_relu(c_in, c_out, 4)
+                convs += ucr(c_in, c_out, 4)
                 for _ in range(cfg.dec_depth):
-                    convs += conv_bn_relu(c_out, c_out, 3, 1)
-            convs.append(nn.ConvTranspose2d(c1, out_c, 4, 2, 1))
+                    convs += ccr(c_out, c_out, 3)
+            convs += upsample(c1, out_c, 3 if up == "resize" else 4, up, bias=True)
         elif cfg.arch == "paper_faces":
-            fc = [*fc_bn_relu(z_dim, cfg.enc_hidden_size), *fc_bn_relu(cfg.enc_hidden_size, 512 * side * side)]
+            fc = [*fc_bn_relu(z_dim, cfg.enc_hidden_size, nk), *fc_bn_relu(cfg.enc_hidden_size, 512 * side * side, nk)]
             start = 512
-            convs = [*conv_bn_relu(512, 512, 3, 1), *conv_bn_relu(512, 512, 3, 1), *conv_bn_relu(512, 512, 3, 1),
-                     *up_bn_relu(512, 512, 4), *conv_bn_relu(512, 512, 3, 1), *conv_bn_relu(512, 512, 3, 1),
-                     *up_bn_relu(512, 256, 4), *conv_bn_relu(256, 256, 3, 1), *conv_bn_relu(256, 256, 3, 1),
-                     *up_bn_relu(256, 128, 4), *conv_bn_relu(128, 128, 3, 1),
-                     *up_bn_relu(128, 64, 4), *conv_bn_relu(64, 64, 3, 1),
+            convs = [*ccr(512, 512, 3), *ccr(512, 512, 3), *ccr(512, 512, 3),
+                     *ucr(512, 512, 4), *ccr(512, 512, 3), *ccr(512, 512, 3),
+                     *ucr(512, 256, 4), *ccr(256, 256, 3), *ccr(256, 256, 3),
+                     *ucr(256, 128, 4), *ccr(128, 128, 3),
+                     *ucr(128, 64, 4), *ccr(64, 64, 3),
                      nn.Conv2d(64, out_c, 3, 1, 1)]
         else:  # paper_cifar
-            fc = fc_bn_relu(z_dim, 256 * side * side)
+            fc = fc_bn_relu(z_dim, 256 * side * side, nk)
             start = 256
-            convs = [*up_bn_relu(256, 256, 5), *conv_bn_relu(256, 256, 5, 1), *up_bn_relu(256, 128, 5),
-                     *up_bn_relu(128, 64, 5), *up_bn_relu(64, 32, 5), nn.Conv2d(32, out_c, 5, 1, 2)]
+            convs = [*ucr(256, 256, 5), *ccr(256, 256, 5), *ucr(256, 128, 5),
+                     *ucr(128, 64, 5), *ucr(64, 32, 5), nn.Conv2d(32, out_c, 5, 1, 2)]
         self.fc = nn.Sequential(*fc)
         self.unflatten = nn.Unflatten(1, (start, side, side))
         self.convs = nn.Sequential(*convs, nn.Tanh())

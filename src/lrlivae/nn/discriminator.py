@@ -8,8 +8,8 @@ paper). Every weight - convolutions, both fc layers and the embedding - is spect
 y = None, or entries of y that are negative, mean "unlabeled": only the unconditional part fc_out(h).
 
 Architectures:
-  small        SN conv3x3 stride 2 with 16w, 32w, 64w, 128w channels, global average pool,
-               fc(disc_hidden), fc1.
+  small        SN conv3x3 stride 2 with 16w, 32w, 64w, 128w channels, global average pool (or sum pool,
+               `cfg.disc_pool`), fc(disc_hidden), fc1.
   paper_faces  Table 4: conv3x3 64 s2, 128 s2, 256 s1, 256 s2, 512 s1, 512 s2, 512 s2,
                global average pool, fc1024, fc1.
   paper_cifar  Table 3: conv5x5 32 s1, 128 s2, 256 s2, 256 s2, flatten, fc512, fc1.
@@ -40,12 +40,23 @@ def _sn_conv_lrelu(c_in: int, c_out: int, kernel: int, stride: int) -> list[nn.M
     return [spectral_norm(conv), nn.LeakyReLU(LRELU_SLOPE, inplace=True)]
 
 
+class SumPool(nn.Module):
+    """Global sum pooling (B, C, H, W) -> (B, C, 1, 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=(2, 3), keepdim=True)
+
+
+def _pool(cfg: ModelConfig) -> nn.Module:
+    return SumPool() if cfg.disc_pool == "sum" else nn.AdaptiveAvgPool2d(1)
+
+
 def _features(cfg: ModelConfig) -> tuple[nn.Sequential, int]:
     """Convolutions (+ pooling / flattening) and the size of the vector they produce."""
     c = cfg.channels
     if cfg.arch == "paper_faces":
         spec = [(64, 3, 2), (128, 3, 2), (256, 3, 1), (256, 3, 2), (512, 3, 1), (512, 3, 2), (512, 3, 2)]
-        tail: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        tail: list[nn.Module] = [_pool(cfg), nn.Flatten()]
         n_out = 512
     elif cfg.arch == "paper_cifar":
         spec = [(32, 5, 1), (128, 5, 2), (256, 5, 2), (256, 5, 2)]
@@ -53,7 +64,7 @@ def _features(cfg: ModelConfig) -> tuple[nn.Sequential, int]:
         tail, n_out = [nn.Flatten()], 256 * side * side
     else:
         spec = [(w, 3, 2) for w in cfg.small_channels()]
-        tail, n_out = [nn.AdaptiveAvgPool2d(1), nn.Flatten()], spec[-1][0]
+        tail, n_out = [_pool(cfg), nn.Flatten()], spec[-1][0]
     layers: list[nn.Module] = []
     for c_out, k, s in spec:
         layers += _sn_conv_lrelu(c, c_out, k, s)

@@ -11,6 +11,8 @@
 
 The checkpoint holds the model, discriminator, optimisers, sampler positions, RNG states and step, so a
 run killed at any moment and started again ends with the same weights as one never interrupted (CPU).
+Each batch is gathered one step ahead by a background thread (lrlivae.train.prefetch), which changes
+neither the batches nor the sampler positions a checkpoint records.
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ from lrlivae.train import augment
 from lrlivae.train import distributed as ddp
 from lrlivae.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lrlivae.train.optim import build_optimizers, set_sigma_lr
+from lrlivae.train.prefetch import Prefetcher, gather
 from lrlivae.train.sampler import EpochSampler
 from lrlivae.train.settings import NonFiniteLoss, TrainSettings  # noqa: F401  (re-exported)
-from lrlivae.train.steps import gm_step, joint_step
+from lrlivae.train.steps import d_step, gm_step, joint_step
 
 CHECKPOINT_FORMAT = "lrlivae-checkpoint-1"
 MAX_EPOCH_CALLS = 20  # on_epoch calls per run, at most (plus the last step)
@@ -43,8 +46,19 @@ def channels_last(*modules) -> None:
             m.to(memory_format=torch.channels_last)
 
 
+def compile_modules(*modules) -> None:
+    """torch.compile each module in place (Module.compile: parameter names and checkpoints unchanged)."""
+    for m in modules:
+        if m is not None:
+            m.compile()
+
+
 class Trainer:
     """Trains an LrLiVAE (and its discriminator) on uint8 faces with integer labels."""
+
+    prefetch = True  # gather the next batch in a background thread (False: on the spot, as it is needed)
+    _prefetcher: Prefetcher | None = None
+    _plan = (-1, 0)  # (step, batches taken in that step): where the loop stands in `_requests(step)`
 
     def __init__(self, model, disc, faces, rows: np.ndarray, labels: np.ndarray, settings: TrainSettings,
                  checkpoint_path: Path, fingerprint: str, extra_state: dict | None = None,
@@ -64,6 +78,8 @@ class Trainer:
         self.gm_epochs_before = gm_epochs_before
         s = settings
         channels_last(*self._trained())
+        if s.compile:
+            compile_modules(model.enc_s, model.enc_u, model.dec, disc)
         self.opt_gm, self.opt_g, self.opt_d = build_optimizers(model, disc, s)
         base = int(s.seed) * 1000 + dist.rank
         self.gm_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 1, rank=dist.rank, world=dist.world)
@@ -158,21 +174,52 @@ class Trainer:
         return set_sigma_lr(self.opt_gm, self.s, self.gm_epochs)
 
     # ------------------------------------------------------------------ steps
-    def _batch(self, sampler: EpochSampler, source: tuple | None = None):
-        from lrlivae.data.aligned import to_float_tensor
+    def _requests(self, step: int) -> list[tuple[EpochSampler, tuple | None]]:
+        """The batches iteration `step` of `run` takes, in order, as (sampler, source) pairs: what the
+        prefetcher gathers ahead. A wrong guess costs time, never a different batch."""
+        s = self.s
+        if s.mode == "gm":
+            return [(self.gm_sampler, None)]
+        if s.mode == "semi":
+            last = ((self.gm_sampler, self.labeled) if self._mixed_step_is_labeled(step)
+                    else (self.joint_sampler, None))
+            return [(self.gm_sampler, self.labeled)] * s.semi_n_gm + [last]
+        return [(self.gm_sampler, None)] * s.n_gm + [(self.joint_sampler, None)]
 
+    def _batch(self, sampler: EpochSampler, source: tuple | None = None):
+        """The next batch of `sampler` from `source` (faces, labels) (default: the training set), on the
+        device; meanwhile the batch after it is gathered in the background."""
         faces, labels = source or (self.faces, self.labels)
         rows = sampler.next()
-        order = np.argsort(rows, kind="stable")
-        imgs = np.empty((len(rows),) + faces.shape[1:], dtype=np.uint8)
-        imgs[order] = faces[rows[order]]
-        x = to_float_tensor(imgs).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        y = labels[rows].to(self.device, non_blocking=True)
+        if not self.prefetch:
+            return gather(faces, labels, rows, self.device)
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self.device)
+        x, y = self._prefetcher.take(faces, labels, rows)
+        step, taken = self._plan
+        taken = taken + 1 if step == self.step else 1
+        self._plan = (self.step, taken)
+        plan = self._requests(self.step)
+        if taken < len(plan):
+            nxt = plan[taken]
+        elif self.step + 1 < self.s.steps:
+            nxt = self._requests(self.step + 1)[0]
+        else:
+            return x, y  # the run's last batch
+        n_sampler, n_source = nxt
+        n_faces, n_labels = n_source or (self.faces, self.labels)
+        self._prefetcher.ahead(n_sampler, n_faces, n_labels)
         return x, y
 
+    def _stop_prefetch(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+        self._plan = (-1, 0)
+
     def _autocast(self):
-        if self.s.precision == "bf16" and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.s.precision == "bf16" and self.device.type in ("cuda", "cpu"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         import contextlib
 
         return contextlib.nullcontext()
@@ -216,11 +263,13 @@ class Trainer:
         ddp.broadcast_state(self.model.prior)
         return n
 
-    def _mixed_step_is_labeled(self) -> bool:
-        """Mode semi: whether this step takes a labeled batch (a draw fixed by seed and step)."""
+    def _mixed_step_is_labeled(self, step: int | None = None) -> bool:
+        """Mode semi: whether this step (default: the current one) takes a labeled batch (a draw fixed by
+        seed and step)."""
         if self.labeled is None:
             return False
-        return bool(np.random.default_rng([self.mix_rng_seed, self.step]).random() < self.s.mix_labeled)
+        step = self.step if step is None else step
+        return bool(np.random.default_rng([self.mix_rng_seed, step]).random() < self.s.mix_labeled)
 
     def _joint(self) -> dict:
         if self.s.mode == "semi":
@@ -231,6 +280,12 @@ class Trainer:
                 y = None  # unlabeled: the ambiguous Gaussian, no label-dependent terms
         else:
             x, y = self._batch(self.joint_sampler)
+        d_scalars = {}
+        for _ in range(self.s.n_d if self.opt_d is not None else 0):  # D-only steps on this batch first
+            with self._autocast():
+                d_scalars = d_step(self.model, self.disc, self.opt_d, x, y, self.w, self.generator)
+            ddp.allreduce_grads(list(self.disc.parameters()), self.dist.world)
+            self.opt_d.step()
         with self._autocast():
             total, scalars = joint_step(self.model, self.disc, self.opt_g, self.opt_d, x, y, self.w, self.generator,
                                         pseudo_label_threshold=self.s.pseudo_label_threshold)
@@ -242,7 +297,7 @@ class Trainer:
         self.opt_g.step()
         if self.opt_d is not None:
             self.opt_d.step()
-        return scalars
+        return {**d_scalars, **scalars}
 
     def progress_name(self) -> str:
         """The progress bar's label: the stage's mode (gm, joint, semi)."""
@@ -250,6 +305,12 @@ class Trainer:
 
     def run(self) -> None:
         """Train until `settings.steps`, resuming if possible; writes the finished checkpoint."""
+        try:
+            self._run()
+        finally:
+            self._stop_prefetch()  # the background thread, and a batch it may have gathered for nothing
+
+    def _run(self) -> None:
         s = self.s
         for m in self._trained():
             m.train()

@@ -21,11 +21,13 @@ class TrainSettings:
     beta1: float = 0.0
     beta2: float = 0.9
     d_lr_mult: float = 1.0  # the discriminator's learning rate is lr times this
+    n_d: int = 0  # discriminator-only steps on each joint batch before the joint step (steps.d_step)
     sigma_lr_decay: float = 0.01  # the GM variances' learning rate is multiplied by this ...
     sigma_lr_decay_epochs: float = 2.0  # ... after this many epochs of GM steps (paper: 0.01 after 2)
     checkpoint_every: int = 100
     log_every: int = 10
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CUDA, or a CPU with bf16 instructions)
+    compile: bool = False  # torch.compile the encoders, the decoder and the discriminator (in place)
     seed: int = 0
     gm_shift: int = 0  # GM steps: random translation of each batch by up to this many pixels (augmentation)
     gm_flip: bool = False  # GM steps: mirror each image left-right with probability 1/2 (augmentation)

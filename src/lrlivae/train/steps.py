@@ -50,6 +50,9 @@ class LossWeights:
     gan_loss: Literal["hinge", "bce"] = "hinge"
     adv_input: Literal["sample", "mean"] = "sample"  # the adversarial classifier reads z_u or its mean mu_u
     gan_fake_weight: float = 1.0  # weight of the two fake terms in the D loss (1: the authors' three terms)
+    gan_rec_weight: float = 1.0  # weight of the reconstruction among D's fake terms (1: the authors'; 0: D tells
+    #                              real images from prior samples only)
+    r1: float = 0.0  # R1 gradient penalty on real images in the D loss, gamma (0: off)
     fm: float = 0.0  # decoder: squared distance of the reconstruction to the image in D's features (0: off)
     cyc_s: float = 0.0  # decoder: ||Encoder^s(x_p') - z_s^p||^2 of prior samples, Encoder^s frozen (0: off)
     cyc_u: float = 0.0  # decoder: ||mu_u(x_p') - z_u^p||^2 of prior samples, Encoder^u frozen (0: off)
@@ -98,9 +101,10 @@ def gm_step(model, opt_gm: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tens
 
 def _d_terms(w: LossWeights, d_real, d_rec, d_sample):
     if w.gan_loss == "hinge":
-        return (losses.d_loss_hinge(d_real, d_rec, d_sample, w.gan_fake_weight),
+        return (losses.d_loss_hinge(d_real, d_rec, d_sample, w.gan_fake_weight, w.gan_rec_weight),
                 losses.g_loss_hinge(d_rec, d_sample))
-    return losses.d_loss_bce(d_real, d_rec, d_sample, w.gan_fake_weight), losses.g_loss_bce(d_rec, d_sample)
+    return (losses.d_loss_bce(d_real, d_rec, d_sample, w.gan_fake_weight, w.gan_rec_weight),
+            losses.g_loss_bce(d_rec, d_sample))
 
 
 def _frozen_eval(module, x: torch.Tensor):
@@ -186,7 +190,8 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
         t.update(code_cycles(model, x_p, zs_p, zu_p, w))
     if gan:
         # One discriminator call on [real; reconstruction; prior sample]: one power iteration.
-        d_in = (torch.cat([x, x_gan, x_p], 0), None if y is None else torch.cat([y, y, y], 0))
+        x_real = x.detach().requires_grad_(True) if w.r1 > 0 else x
+        d_in = (torch.cat([x_real, x_gan, x_p], 0), None if y is None else torch.cat([y, y, y], 0))
         if w.fm > 0:  # the same one call, also returning the feature map feature matching reads
             d_out, feats = disc(*d_in, return_features=True)  # (3B,), (3B, c, h, w)
             f_real, f_rec, _ = feats.split(b)
@@ -195,9 +200,49 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
             d_out = disc(*d_in)  # (3B,)
         d_real, d_rec, d_p = d_out.split(b)
         t["d"], t["g"] = _d_terms(w, d_real, d_rec, d_p)  # lines 22-23
+        if w.r1 > 0:
+            t["r1"] = losses.r1_penalty(d_real, x_real)
+            t["d"] = t["d"] + w.r1 * t["r1"]
         t["d_real"], t["d_rec"], t["d_sample"] = d_real.mean(), d_rec.mean(), d_p.mean()
+        t["d_gap"] = (d_real.mean() - d_p.mean()).detach()  # how far D tells real images from samples
     t["x_rec"] = x_rec
     return t
+
+
+def d_step(model, disc, opt_d: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor | None, w: LossWeights,
+           generator: torch.Generator | None = None) -> dict:
+    """A discriminator-only update before the joint step (TrainSettings.n_d): D learns to tell the batch's
+    real images from fresh prior samples (and, with gan_rec_weight > 0, from their reconstructions) made by
+    the current decoder without gradient, so that the joint step's generator update meets a D that has
+    already seen this decoder (alternating rather than simultaneous updates). Fills D's .grad; the caller
+    steps opt_d. Returns detached scalars."""
+    prior = model.prior
+    b = x.shape[0]
+    with torch.no_grad():
+        if y is None:
+            mu_t, var_t = ambiguous_gaussian(prior)
+            target_mu, target_logvar = mu_t.expand(b, -1), var_t.log().expand(b, -1)
+        else:
+            target_mu, target_logvar = prior.means[y], prior.logvars[y]  # (B, zs_dim)
+        zs_p = target_mu + torch.exp(0.5 * target_logvar) * randn(tuple(target_mu.shape), generator=generator,
+                                                                   device=x.device, dtype=x.dtype)
+        zu_p = randn((b, model.cfg.zu_dim), generator=generator, device=x.device, dtype=x.dtype)
+        fakes = [model.dec(zs_p, zu_p)]  # (B, C, H, W)
+        if w.gan_rec_weight > 0:
+            mu, logvar = model.enc_u(x)
+            zu = mu + torch.exp(0.5 * logvar) * randn(tuple(mu.shape), generator=generator, device=x.device,
+                                                      dtype=mu.dtype)
+            fakes.insert(0, model.dec(model.enc_s(x), zu))
+    x_real = x.detach().requires_grad_(True) if w.r1 > 0 else x
+    n = 1 + len(fakes)
+    d_out = disc(torch.cat([x_real, *fakes], 0), None if y is None else torch.cat([y] * n, 0)).split(b)
+    d_rec = d_out[1] if len(fakes) == 2 else None
+    loss, _ = _d_terms(w, d_out[0], d_rec, d_out[-1])
+    if w.r1 > 0:
+        loss = loss + w.r1 * losses.r1_penalty(d_out[0], x_real)
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    return {"loss/d_step/d": loss.detach(), "d_step/gap": (d_out[0].mean() - d_out[-1].mean()).detach()}
 
 
 def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
@@ -227,7 +272,8 @@ def joint_step(model, disc, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
     names = {"rec": "loss/joint/rec", "lkd": "loss/joint/lkd", "kl": "loss/joint/kl", "adv_e": "loss/joint/adv_e",
              "adv_c": "loss/joint/adv_c", "d": "loss/joint/d", "g": "loss/joint/g", "d_real": "d/real",
              "d_rec": "d/rec", "d_sample": "d/sample", "fm": "loss/joint/fm", "cyc_s": "loss/joint/cyc_s",
-             "cyc_u": "loss/joint/cyc_u", "pseudo_fraction": "semi/pseudo_fraction"}
+             "cyc_u": "loss/joint/cyc_u", "pseudo_fraction": "semi/pseudo_fraction", "r1": "loss/joint/r1",
+             "d_gap": "d/gap"}
     out = {names[k]: v.detach() for k, v in t.items() if k in names}
     out["loss/joint/total"] = total.detach()
     return total, out

@@ -1,0 +1,127 @@
+"""The realism figures (lrlivae.evaluate.realism) on data whose answer is known, and the decoder and
+discriminator options they judge: resize-convolutions, GroupNorm (training and eval outputs equal), sum
+pooling, the reconstruction weight of D's loss and the R1 penalty."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lrlivae import losses
+from lrlivae.evaluate.realism import (high_frequency_energy, manifold_metrics, realism_in_features,
+                                      sharpness_ratio, train_eval_gap, two_sample_accuracy)
+from lrlivae.nn.config import ModelConfig
+from lrlivae.nn.model import build_discriminator, build_model
+
+
+def test_same_distribution_has_high_precision_and_recall_and_far_samples_none():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 8))
+    same = rng.normal(size=(300, 8))
+    m = manifold_metrics(real, same)
+    assert m["precision"] > 0.8 and m["recall"] > 0.8 and m["coverage"] > 0.8
+    assert 0.6 < m["density"] < 1.6
+    far = rng.normal(size=(300, 8)) + 10.0
+    m = manifold_metrics(real, far)
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["coverage"] == 0.0 and m["density"] == 0.0
+
+
+def test_collapsed_samples_are_precise_but_recall_little():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(300, 4))
+    collapsed = rng.normal(scale=0.05, size=(300, 4))  # all near the mode
+    m = manifold_metrics(real, collapsed)
+    assert m["precision"] > 0.9 and m["recall"] < 0.2
+
+
+def test_per_class_figures_average_over_classes():
+    rng = np.random.default_rng(2)
+    real = np.concatenate([rng.normal(size=(40, 4)), rng.normal(size=(40, 4)) + 20])
+    real_y = np.repeat([0, 1], 40)
+    fake = np.concatenate([rng.normal(size=(40, 4)), rng.normal(scale=0.01, size=(40, 4)) + 20])
+    fake_y = np.repeat([0, 1], 40)
+    m = realism_in_features(real, real_y, fake, fake_y)
+    assert m["recall_per_class"] < 0.75  # class 1 collapsed to its mean
+    assert m["precision_per_class"] > 0.8
+
+
+def test_sharpness_ratio_tells_blur_and_noise_from_real():
+    rng = np.random.default_rng(3)
+    real = rng.integers(0, 256, size=(20, 16, 16, 3)).astype(np.uint8)
+    assert sharpness_ratio(real, real) == pytest.approx(1.0)
+    blurred = ((real[:, :-1, :-1].astype(float) + real[:, 1:, 1:] + real[:, 1:, :-1] + real[:, :-1, 1:]) / 4).astype(np.uint8)
+    assert high_frequency_energy(blurred) < 0.5 * high_frequency_energy(real[:, :-1, :-1])
+
+
+def _faces(n, seed, flat=False):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 16, 16, 3), np.uint8)
+    for i in range(n):
+        g = rng.integers(40, 200)
+        x[i] = g
+        if not flat:
+            x[i] = np.clip(g + rng.normal(0, 40, (16, 16, 3)), 0, 255)
+    return x
+
+
+def test_two_sample_accuracy_is_chance_for_one_distribution_and_high_for_another():
+    real_a, real_b = _faces(400, 0), _faces(400, 1)
+    flat = _faces(400, 2, flat=True)
+    same = two_sample_accuracy(real_a, real_b, seed=0)
+    differ = two_sample_accuracy(real_a, flat, seed=0)
+    assert same < 0.65, same
+    assert differ > 0.9, differ
+    assert two_sample_accuracy(real_a, flat, seed=0) == differ  # repeatable
+
+
+def _cfg(**kw):
+    return ModelConfig(n_classes=4, zs_dim=4, zu_dim=4, image_size=32, width=0.5, dec_depth=1, **kw)
+
+
+@pytest.mark.parametrize("up", ["transpose", "resize"])
+def test_group_norm_decoder_is_the_same_in_training_and_use(up):
+    torch.manual_seed(0)
+    group = build_model(_cfg(dec_up=up, dec_norm="group"))
+    assert train_eval_gap(group, 4, n=16) < 1e-5
+    torch.manual_seed(0)
+    batch = build_model(_cfg(dec_up=up, dec_norm="batch"))
+    assert train_eval_gap(batch, 4, n=16) > 1e-3
+    # a GroupNorm decoder's output for one image does not depend on the others in the batch
+    z = torch.randn(8, 8)
+    group.train()
+    with torch.no_grad():
+        full = group.dec(z[:, :4], z[:, 4:])
+        one = group.dec(z[:1, :4], z[:1, 4:])
+    torch.testing.assert_close(full[:1], one, atol=1e-5, rtol=1e-5)
+
+
+def test_resize_decoder_has_no_transposed_convolution():
+    model = build_model(_cfg(dec_up="resize"))
+    kinds = {type(m).__name__ for m in model.dec.modules()}
+    assert "ConvTranspose2d" not in kinds and "Upsample" in kinds
+    assert model.generate(y=0, n=3).x.shape == (3, 3, 32, 32)
+
+
+def test_sum_pooling_scales_the_discriminator_features_by_the_map_area():
+    torch.manual_seed(0)
+    mean_d = build_discriminator(_cfg(disc_pool="mean"))
+    torch.manual_seed(0)
+    sum_d = build_discriminator(_cfg(disc_pool="sum"))
+    x = torch.randn(2, 3, 32, 32)
+    mean_d.eval(), sum_d.eval()
+    with torch.no_grad():
+        f_mean, f_sum = mean_d.features(x), sum_d.features(x)
+    torch.testing.assert_close(f_sum, f_mean * 4, atol=1e-5, rtol=1e-4)  # 32 px / 16 = a 2x2 map
+
+
+def test_d_loss_rec_weight_zero_ignores_reconstructions():
+    d_real, d_rec, d_s = torch.zeros(4), torch.full((4,), 3.0), torch.full((4,), -2.0)
+    assert float(losses.d_loss_hinge(d_real, d_rec, d_s, rec_weight=0.0)) == pytest.approx(1.0)
+    assert float(losses.d_loss_hinge(d_real, d_rec, d_s)) == pytest.approx(5.0)
+
+
+def test_r1_penalty_is_half_the_squared_input_gradient():
+    x = torch.randn(3, 5, requires_grad=True)
+    w = torch.randn(5)
+    d = x @ w  # gradient w for every row
+    assert float(losses.r1_penalty(d, x)) == pytest.approx(0.5 * float(w.pow(2).sum()), rel=1e-5)
