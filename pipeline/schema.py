@@ -122,8 +122,8 @@ class ModelParams(Strict):
     dec_depth: int = Field(default=0, ge=0, le=8, description="extra conv3x3 layers at each scale of the small decoder")
     dec_up: Literal["transpose", "resize"] = Field(
         default="transpose", description="decoder upsampling: transposed conv (paper) or nearest + conv3x3")
-    dec_norm: Literal["batch", "group"] = Field(
-        default="batch", description="decoder normalisation: BatchNorm (paper) or GroupNorm (same in training and use)")
+    dec_norm: Literal["batch", "group", "none"] = Field(
+        default="batch", description="decoder normalisation: BatchNorm (paper), GroupNorm or none (same in training and use)")
     disc_pool: Literal["mean", "sum"] = Field(default="mean", description="the discriminator's global pooling")
     zs_dim: int = Field(default=32, ge=1, le=4096)
     zu_dim: int = Field(default=32, ge=1, le=4096)
@@ -162,6 +162,8 @@ class TrainShared(Strict):
     gm_color: float = Field(default=0.0, ge=0.0, le=0.5, description="GM steps: random light gain / warmth of each image, strength a")
     gm_refit: Literal["none", "end", "epoch"] = Field(
         default="none", description="set Sigma_c to the variance of the class's training codes: at the end, or every epoch")
+    dec_bn_refresh: int = Field(default=100, ge=0, le=100_000, description="joint / semi: recompute the decoder's "
+                                "batch-norm statistics over this many batches of prior samples at the end (0: off)")
 
 
 class TrainCommon(TrainShared):

@@ -73,7 +73,7 @@ def train_settings(params: Params, stage: str) -> TrainSettings:
                          semi_n_gm=getattr(cfg, "semi_n_gm", 0),
                          pseudo_label_threshold=getattr(cfg, "pseudo_label_threshold", 0.0),
                          gm_refit=cfg.gm_refit, gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip, gm_color=cfg.gm_color,
-                         d_lr_mult=getattr(cfg, "d_lr_mult", 1.0), n_d=getattr(cfg, "n_d", 0))
+                         d_lr_mult=getattr(cfg, "d_lr_mult", 1.0), n_d=getattr(cfg, "n_d", 0), dec_bn_refresh=cfg.dec_bn_refresh)
 
 
 def load_model(path: Path, device="cpu"):
@@ -215,6 +215,7 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
         else:
             metrics = quality_metrics(model, ds, identities, device, mode)
         metrics["steps"] = trainer.step
+        metrics.update(monitor.d_gap_last_fifth(trainer.history, trainer.step))
         atomic_write_json(metrics_path, metrics)
         if curves_path is not None:
             write_curves(curves_path, trainer.history)

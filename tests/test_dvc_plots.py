@@ -20,7 +20,7 @@ import sys, yaml
 from pipeline.plots import write_comparison_bars, write_curves, write_toy_spread
 s = yaml.safe_load(open("params.yaml"))["scale"]
 gm = {"loss/gm/cls": 1.0, "loss/gm/lkd": 0.5, "loss/gm/total": 1.6}
-joint = {"loss/joint/rec": 2.0, "loss/joint/kl": 0.3, "loss/joint/lkd": 0.4, "loss/joint/total": 3.0}
+joint = {"loss/joint/rec": 2.0, "loss/joint/kl": 0.3, "loss/joint/lkd": 0.4, "loss/joint/total": 3.0, "d/gap": 0.6}
 rows = lambda terms: [{"step": t, **{k: s * v / t for k, v in terms.items()}} for t in (10, 20, 30)]
 write_curves("reports/curves/train_gm.json", rows(gm))
 write_curves("reports/curves/train_joint.json", rows({**gm, **joint}))

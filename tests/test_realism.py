@@ -125,3 +125,28 @@ def test_r1_penalty_is_half_the_squared_input_gradient():
     w = torch.randn(5)
     d = x @ w  # gradient w for every row
     assert float(losses.r1_penalty(d, x)) == pytest.approx(0.5 * float(w.pow(2).sum()), rel=1e-5)
+
+
+def test_refreshed_decoder_statistics_bring_eval_samples_to_what_training_saw():
+    from lrlivae.train.bn_refresh import refresh_decoder_statistics
+
+    torch.manual_seed(0)
+    model = build_model(_cfg(dec_norm="batch"))
+    for m in model.dec.modules():  # running statistics far from those of prior samples
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(3.0)
+            m.running_var.fill_(9.0)
+    before = train_eval_gap(model, 4, n=64)
+    params = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert refresh_decoder_statistics(model, batches=20, batch_size=64, seed=0) > 0
+    after = train_eval_gap(model, 4, n=64)
+    assert after < 0.3 * before, (before, after)
+    for k, v in params.items():  # only the statistics moved
+        torch.testing.assert_close(model.state_dict()[k], v)
+
+
+def test_decoder_without_normalisation_is_the_same_in_training_and_use():
+    torch.manual_seed(0)
+    model = build_model(_cfg(dec_up="resize", dec_norm="none"))
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)) for m in model.dec.modules())
+    assert train_eval_gap(model, 4, n=16) < 1e-6

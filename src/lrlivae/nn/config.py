@@ -18,7 +18,7 @@ from typing import Any
 
 ARCHS = ("small", "paper_faces", "paper_cifar")
 DEC_UP = ("transpose", "resize")
-DEC_NORM = ("batch", "group")
+DEC_NORM = ("batch", "group", "none")
 DISC_POOL = ("mean", "sum")
 
 # Hidden sizes used when the config leaves them as None.
@@ -53,7 +53,7 @@ class ModelConfig:
                       Odena et al. 2016).
     dec_norm:         the decoder's normalisation: "batch" (BatchNorm, the paper: training-mode outputs depend
                       on the rest of the batch and differ from eval mode) or "group" (GroupNorm with 8 groups:
-                      every image is normalised on its own, the same in training and in use).
+                      every image is normalised on its own, the same in training and in use) or "none".
     disc_pool:        how the discriminator pools its last feature map: "mean" or "sum" (sum keeps the
                       scale of the features under spectral normalisation, as SN-GAN's ResNet D does).
     enc_hidden:       width of the encoders' fc layer (None: 256 small, 1024 paper).

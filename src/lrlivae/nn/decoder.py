@@ -3,8 +3,9 @@
 Each architecture mirrors its encoder. Upsampling (`cfg.dec_up`) is a transposed convolution that exactly
 doubles the size ("transpose", the paper) or nearest-neighbour doubling followed by a conv3x3 ("resize":
 every output pixel sees the same number of weights, so no checkerboard; Odena et al. 2016). The
-normalisation (`cfg.dec_norm`) is BatchNorm ("batch", the paper) or GroupNorm with 8 groups ("group": each
-image normalised on its own, so training-mode and eval-mode outputs are the same).
+normalisation (`cfg.dec_norm`) is BatchNorm ("batch", the paper), GroupNorm with 8 groups ("group": each
+image normalised on its own) or none ("none": convolutions with biases); with "group" and "none" the
+training-mode and eval-mode outputs are the same.
   small        fc(128w * s * s)-BN-ReLU, reshape to s x s (s = image_size / 16), then
                3 x [convT4x4 stride 2, BN, ReLU, dec_depth x (conv3x3, BN, ReLU)] with 64w, 32w, 16w
                channels and convT4x4 stride 2 to the image channels, tanh (w: dec_width, else width).
@@ -26,15 +27,18 @@ GROUPS = 8  # GroupNorm groups of the "group" decoder
 
 
 def norm(kind: str, c: int, dims: int = 2) -> nn.Module:
-    """BatchNorm ("batch") or GroupNorm ("group", 8 groups or fewer when c is smaller) over c channels."""
+    """BatchNorm ("batch"), GroupNorm ("group", 8 groups or fewer when c is smaller) or none ("none")."""
     if kind == "group":
         return nn.GroupNorm(min(GROUPS, c), c)
+    if kind == "none":
+        return nn.Identity()
     return nn.BatchNorm2d(c) if dims == 2 else nn.BatchNorm1d(c)
 
 
 def conv_norm_relu(c_in: int, c_out: int, kernel: int, kind: str = "batch") -> list[nn.Module]:
-    """Conv at stride 1 (same padding, no bias) + normalisation + ReLU."""
-    return [nn.Conv2d(c_in, c_out, kernel, 1, (kernel - 1) // 2, bias=False), norm(kind, c_out), nn.ReLU(inplace=True)]
+    """Conv at stride 1 (same padding; a bias only without normalisation) + normalisation + ReLU."""
+    return [nn.Conv2d(c_in, c_out, kernel, 1, (kernel - 1) // 2, bias=kind == "none"), norm(kind, c_out),
+            nn.ReLU(inplace=True)]
 
 
 def upsample(c_in: int, c_out: int, kernel: int, up: str = "transpose", bias: bool = False) -> list[nn.Module]:
@@ -50,11 +54,11 @@ def upsample(c_in: int, c_out: int, kernel: int, up: str = "transpose", bias: bo
 def up_norm_relu(c_in: int, c_out: int, kernel: int, up: str = "transpose", kind: str = "batch") -> list[nn.Module]:
     """Doubling layer (`upsample`; a resize uses a 3x3 kernel where the transposed conv has 4x4) + norm + ReLU."""
     k = 3 if up == "resize" and kernel == 4 else kernel
-    return [*upsample(c_in, c_out, k, up), norm(kind, c_out), nn.ReLU(inplace=True)]
+    return [*upsample(c_in, c_out, k, up, bias=kind == "none"), norm(kind, c_out), nn.ReLU(inplace=True)]
 
 
 def fc_bn_relu(n_in: int, n_out: int, kind: str = "batch") -> list[nn.Module]:
-    return [nn.Linear(n_in, n_out, bias=False), norm(kind, n_out, dims=1), nn.ReLU(inplace=True)]
+    return [nn.Linear(n_in, n_out, bias=kind == "none"), norm(kind, n_out, dims=1), nn.ReLU(inplace=True)]
 
 
 class Decoder(nn.Module):

@@ -27,6 +27,7 @@ import torch
 
 from lrlivae.train import augment
 from lrlivae.train import distributed as ddp
+from lrlivae.train.bn_refresh import refresh_decoder_statistics
 from lrlivae.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lrlivae.train.optim import build_optimizers, set_sigma_lr
 from lrlivae.train.prefetch import Prefetcher, gather
@@ -353,7 +354,8 @@ class Trainer:
                 logged["lr/gm_sigma"] = self._update_sigma_lr()
                 logged["perf/it_per_s"] = count / max(1e-9, time.perf_counter() - t0)
                 logged["epoch"] = epoch_sampler.epoch_progress
-                self.history.append({"step": self.step, **{k: float(v) for k, v in logged.items() if k.startswith("loss/")}})
+                self.history.append({"step": self.step, **{k: float(v) for k, v in logged.items()
+                                                                   if k.startswith(("loss/", "d/"))}})
                 if self.log_fn is not None and self.dist.is_main:
                     self.log_fn(logged, self.step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss/")
@@ -370,4 +372,6 @@ class Trainer:
             if self.step % s.checkpoint_every == 0 and self.step < s.steps:
                 self.save(finished=False)
         bar.close()
+        if s.mode != "gm" and s.dec_bn_refresh > 0:  # eval-mode samples as training made them (train.bn_refresh)
+            refresh_decoder_statistics(self.model, s.dec_bn_refresh, s.batch_size, seed=s.seed)
         self.save(finished=True)

@@ -12,6 +12,13 @@ from lrlivae.encode import Codes, encode_rows, evaluating, gm_accuracy, probe_ac
 from lrlivae.io import image_grid
 
 
+def d_gap_last_fifth(history: list[dict], steps: int) -> dict:
+    """{"d_gap_last_fifth": mean of the logged D(real) - D(sample) over the last fifth of the run} (empty
+    without a discriminator): near 0, the discriminator no longer tells the real images from the samples."""
+    tail = [h["d/gap"] for h in history if "d/gap" in h and h["step"] > 0.8 * steps]
+    return {"d_gap_last_fifth": float(np.mean(tail))} if tail else {}
+
+
 def latent_stats(codes: Codes, threshold: float = 0.01) -> dict:
     """Active z_u units (Burda et al.) and the KL per dimension (nats) over a split."""
     mu, lv = torch.as_tensor(codes.mu), torch.as_tensor(codes.logvar)

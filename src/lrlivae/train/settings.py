@@ -22,6 +22,8 @@ class TrainSettings:
     beta2: float = 0.9
     d_lr_mult: float = 1.0  # the discriminator's learning rate is lr times this
     n_d: int = 0  # discriminator-only steps on each joint batch before the joint step (steps.d_step)
+    dec_bn_refresh: int = 100  # modes joint / semi: at the end, the decoder's batch-norm statistics are
+    #                            recomputed over this many batches of prior samples (train.bn_refresh; 0: off)
     sigma_lr_decay: float = 0.01  # the GM variances' learning rate is multiplied by this ...
     sigma_lr_decay_epochs: float = 2.0  # ... after this many epochs of GM steps (paper: 0.01 after 2)
     checkpoint_every: int = 100
