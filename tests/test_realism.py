@@ -137,7 +137,8 @@ def test_refreshed_decoder_statistics_bring_eval_samples_to_what_training_saw():
             m.running_mean.fill_(3.0)
             m.running_var.fill_(9.0)
     before = train_eval_gap(model, 4, n=64)
-    params = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    params = {k: v.clone() for k, v in model.state_dict().items()
+              if not any(w in k for w in ("running", "num_batches", "rec_mean", "rec_var"))}
     assert refresh_decoder_statistics(model, batches=20, batch_size=64, seed=0) > 0
     after = train_eval_gap(model, 4, n=64)
     assert after < 0.3 * before, (before, after)
@@ -150,3 +151,31 @@ def test_decoder_without_normalisation_is_the_same_in_training_and_use():
     model = build_model(_cfg(dec_up="resize", dec_norm="none"))
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)) for m in model.dec.modules())
     assert train_eval_gap(model, 4, n=16) < 1e-6
+
+
+def test_reconstructions_use_the_statistics_of_encoder_codes():
+    """With training images given, the refresh keeps a second set of statistics for decoding encoder codes:
+    eval-mode reconstructions then match training-mode ones better than with the prior samples' set."""
+    from lrlivae.nn.decoder import reconstruction_statistics
+    from lrlivae.train.bn_refresh import refresh_decoder_statistics
+
+    torch.manual_seed(0)
+    model = build_model(_cfg(dec_norm="batch"))
+    with torch.no_grad():  # encoder codes far from the prior: z_u from the encoder shifted
+        model.enc_u.mu.bias.fill_(3.0)
+        model.enc_u.logvar.weight.zero_()
+        model.enc_u.logvar.bias.fill_(-30.0)  # z_u sampled = its mean (to the log-variance bound)
+    x = torch.rand(64, 3, 32, 32) * 2 - 1
+    y = torch.arange(64) % 4
+    refresh_decoder_statistics(model, batches=10, batch_size=64, seed=0, images=lambda i: (x, y))
+    model.eval()
+    with torch.no_grad():
+        enc = model.encode(x)
+        eval_rec = model.reconstruct(x, sample=False).x_rec
+        prior_set = model.decode(enc.zs, enc.mu)  # the generation statistics
+        model.dec.train()
+        train_rec = model.decode(enc.zs, enc.mu)
+    assert (eval_rec - train_rec).abs().mean() < 0.5 * (prior_set - train_rec).abs().mean()
+    with reconstruction_statistics(model):
+        assert all(m.use_rec for m in model.dec.modules() if hasattr(m, "rec_mean"))
+    assert not any(m.use_rec for m in model.dec.modules() if hasattr(m, "rec_mean"))

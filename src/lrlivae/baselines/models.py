@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lrlivae.nn.config import ModelConfig
-from lrlivae.nn.decoder import Decoder, fc_bn_relu
+from lrlivae.nn.decoder import Decoder, fc_bn_relu, reconstruction_statistics
 from lrlivae.nn.discriminator import Discriminator
 from lrlivae.nn.encoders import backbone
 from lrlivae.nn.model import generation_labels
@@ -200,7 +200,9 @@ class CVAE(_Conditional):
         if sample:
             z = mu + torch.exp(0.5 * logvar) * randn(tuple(mu.shape), generator=generator, device=mu.device,
                                                      dtype=mu.dtype)
-        return BaselineReconstruction(x_rec=self.decode(z, y), z=z, mu=mu, logvar=logvar)
+        with reconstruction_statistics(self):  # eval mode: the decoder's statistics of encoder codes
+            x_rec = self.decode(z, y)
+        return BaselineReconstruction(x_rec=x_rec, z=z, mu=mu, logvar=logvar)
 
 
 class CVAEGAN(CVAE):

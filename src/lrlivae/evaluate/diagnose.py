@@ -25,18 +25,22 @@ Code statistics against the learned prior (train split):
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
 from lrlivae.data.aligned import to_uint8_images
 from lrlivae.evaluate.classifier import accuracy
 from lrlivae.encode import Codes, eval_batch, evaluating
+from lrlivae.nn.decoder import reconstruction_statistics
 
 
-def _decode_u8(model, zs: np.ndarray, zu: np.ndarray, batch: int | None = None) -> np.ndarray:
+def _decode_u8(model, zs: np.ndarray, zu: np.ndarray, batch: int | None = None, encoder_zu: bool = False) -> np.ndarray:
+    """Decoded uint8 images; encoder_zu: z_u comes from the encoder (the decoder's statistics of encoder codes)."""
     batch = eval_batch(model.device, batch)
     out = []
-    with evaluating(model):
+    with evaluating(model), (reconstruction_statistics(model) if encoder_zu else contextlib.nullcontext()):
         for i in range(0, len(zs), batch):
             a = torch.as_tensor(zs[i : i + batch], device=model.device, dtype=torch.float32)
             b = torch.as_tensor(zu[i : i + batch], device=model.device, dtype=torch.float32)
@@ -87,7 +91,8 @@ def class_accuracy_decomposition(model, evaluator, codes_test: Codes, y_test: np
         "class_acc_mean_zs": (means[y_test], codes_test.mu),
         "class_acc_prior": (zs_prior, zu_prior),
     }
-    return {k: accuracy(evaluator, _decode_u8(model, zs, zu), y_test) for k, (zs, zu) in cases.items()}
+    return {k: accuracy(evaluator, _decode_u8(model, zs, zu, encoder_zu=zu is codes_test.mu), y_test)
+            for k, (zs, zu) in cases.items()}
 
 
 def diagnose(model, evaluator, codes_train: Codes, y_train: np.ndarray, codes_test: Codes, y_test: np.ndarray,

@@ -19,6 +19,7 @@ import io
 import numpy as np
 import torch
 
+from lrlivae.nn.decoder import reconstruction_statistics
 from lrlivae.data.aligned import to_float_tensor, to_uint8_images
 from lrlivae.evaluate.inpaint import inpaint, make_mask
 from lrlivae.io import image_grid
@@ -81,7 +82,7 @@ def rank_zu_dimensions(model, x) -> tuple[np.ndarray, np.ndarray]:
     """z_u dimensions by how much they change the image: (order, change), `change[d]` the mean absolute
     pixel change (range [-1, 1]) when dimension d of the mean z_u of `x` moves from -2 to 2; `order`
     sorts the dimensions by it, largest first."""
-    with evaluating(model):
+    with evaluating(model), reconstruction_statistics(model):  # decodes encoder codes
         enc = model.encode(_as_tensor(x, model.device))
         b, k = enc.zs.shape[0], model.cfg.zu_dim
         change = torch.zeros(k)
@@ -100,7 +101,7 @@ def zu_dimensions(model, x, n_dims: int = 3, values=tuple(np.linspace(-3, 3, 7))
     order, _ = rank_zu_dimensions(model, x)
     values = torch.as_tensor(np.asarray(values, dtype=np.float32))
     rows = []
-    with evaluating(model):
+    with evaluating(model), reconstruction_statistics(model):  # decodes encoder codes
         enc = model.encode(_as_tensor(x, model.device))
         for d in order[:n_dims]:
             for i in range(enc.zs.shape[0]):

@@ -13,6 +13,7 @@ import torch
 
 from lrlivae.data.aligned import to_float_tensor, to_uint8_images
 from lrlivae.io import image_grid
+from lrlivae.nn.decoder import reconstruction_statistics
 from lrlivae.encode import eval_batch, evaluating
 
 
@@ -23,7 +24,7 @@ def swap_images(model, faces, rows_s: np.ndarray, rows_u: np.ndarray, device="cp
     rows_s, rows_u = np.asarray(rows_s), np.asarray(rows_u)
     batch = eval_batch(device, batch)
     out = []
-    with evaluating(model):
+    with evaluating(model), reconstruction_statistics(model):  # decodes encoder codes
         for i in range(0, len(rows_s), batch):
             xs = to_float_tensor(np.asarray(faces[np.sort(rows_s[i : i + batch])]))
             xu = to_float_tensor(np.asarray(faces[np.sort(rows_u[i : i + batch])]))

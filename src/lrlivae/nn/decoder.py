@@ -18,21 +18,76 @@ training-mode and eval-mode outputs are the same.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lrlivae.nn.config import ModelConfig
 
 GROUPS = 8  # GroupNorm groups of the "group" decoder
 
 
+class _TwoStatistics:
+    """Batch norm whose eval mode keeps two sets of statistics: running_mean / running_var for decoding
+    prior codes (generation) and rec_mean / rec_var for decoding encoder codes (reconstruction, swaps,
+    inpainting), chosen by `use_rec` (`reconstruction_statistics`). In training mode it is plain batch norm;
+    lrlivae.train.bn_refresh fills both sets at the end of training."""
+
+    use_rec = False
+
+    def _add_rec(self) -> None:
+        self.register_buffer("rec_mean", self.running_mean.clone())
+        self.register_buffer("rec_var", self.running_var.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_rec and not self.training:
+            return F.batch_norm(x, self.rec_mean, self.rec_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for k, src in (("rec_mean", "running_mean"), ("rec_var", "running_var")):
+            if prefix + k not in state_dict and prefix + src in state_dict:  # a checkpoint with one set
+                state_dict[prefix + k] = state_dict[prefix + src]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class DecoderBatchNorm2d(_TwoStatistics, nn.BatchNorm2d):
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self._add_rec()
+
+
+class DecoderBatchNorm1d(_TwoStatistics, nn.BatchNorm1d):
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self._add_rec()
+
+
+@contextmanager
+def reconstruction_statistics(model) -> Iterator[None]:
+    """Within the block, an eval-mode decoder (`model.dec`) normalises with the statistics of encoder codes
+    (reconstructions, swaps, inpainting) instead of those of prior samples."""
+    bns = [m for m in model.dec.modules() if isinstance(m, _TwoStatistics)]
+    for m in bns:
+        m.use_rec = True
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.use_rec = False
+
+
 def norm(kind: str, c: int, dims: int = 2) -> nn.Module:
-    """BatchNorm ("batch"), GroupNorm ("group", 8 groups or fewer when c is smaller) or none ("none")."""
+    """BatchNorm with a second set of eval statistics ("batch"), GroupNorm ("group", 8 groups or fewer when
+    c is smaller) or none ("none")."""
     if kind == "group":
         return nn.GroupNorm(min(GROUPS, c), c)
     if kind == "none":
         return nn.Identity()
-    return nn.BatchNorm2d(c) if dims == 2 else nn.BatchNorm1d(c)
+    return DecoderBatchNorm2d(c) if dims == 2 else DecoderBatchNorm1d(c)
 
 
 def conv_norm_relu(c_in: int, c_out: int, kernel: int, kind: str = "batch") -> list[nn.Module]:

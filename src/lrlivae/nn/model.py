@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from lrlivae.nn.classifier import AdversarialClassifier
 from lrlivae.nn.config import ModelConfig
-from lrlivae.nn.decoder import Decoder
+from lrlivae.nn.decoder import Decoder, reconstruction_statistics
 from lrlivae.nn.discriminator import Discriminator
 from lrlivae.nn.encoders import EncoderS, EncoderU
 from lrlivae.priors import GaussianMixturePrior, randn, sample_standard_normal
@@ -121,7 +121,8 @@ class LrLiVAE(nn.Module):
         """x -> x' = Decoder(z_s, z_u); z_u is sampled from q(z_u | x), or its mean when sample=False."""
         enc = self.encode(x)
         zu = self.reparameterize(enc.mu, enc.logvar, generator) if sample else enc.mu  # (B, zu_dim)
-        x_rec = self.decode(enc.zs, zu)  # (B, C, H, W)
+        with reconstruction_statistics(self):  # eval mode: the decoder's statistics of encoder codes
+            x_rec = self.decode(enc.zs, zu)  # (B, C, H, W)
         return Reconstruction(x_rec=x_rec, zs=enc.zs, zu=zu, mu=enc.mu, logvar=enc.logvar)
 
     def forward(self, x: torch.Tensor) -> Reconstruction:

@@ -218,6 +218,13 @@ class Trainer:
             self._prefetcher = None
         self._plan = (-1, 0)
 
+    def _refresh_images(self):
+        """i -> a batch of random training images (x, y) on the device, for bn_refresh (seeded)."""
+        rows = np.sort(np.asarray(self.joint_sampler.rows))
+        rng = np.random.default_rng([self.s.seed, 7919, 5])
+        n = min(self.s.batch_size, len(rows))
+        return lambda i: gather(self.faces, self.labels, np.sort(rng.choice(rows, n, replace=False)), self.device)
+
     def _autocast(self):
         if self.s.precision == "bf16" and self.device.type in ("cuda", "cpu"):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -373,5 +380,6 @@ class Trainer:
                 self.save(finished=False)
         bar.close()
         if s.mode != "gm" and s.dec_bn_refresh > 0:  # eval-mode samples as training made them (train.bn_refresh)
-            refresh_decoder_statistics(self.model, s.dec_bn_refresh, s.batch_size, seed=s.seed)
+            refresh_decoder_statistics(self.model, s.dec_bn_refresh, s.batch_size, seed=s.seed,
+                                       images=self._refresh_images())
         self.save(finished=True)
