@@ -49,7 +49,7 @@ from pipeline.evaluate import judge_reference, protocol, write_figures
 from pipeline.params import Params
 from pipeline.plots import write_curves
 from pipeline.tracking import stage_run
-from pipeline.training import TrainingError, _file_digest, model_config
+from pipeline.training import TrainingError, _file_digest, fitting_batch_size, model_config
 
 
 def baseline_config(params: Params, kind: str, image_size: int, n_classes: int) -> BaselineConfig:
@@ -92,17 +92,15 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
         raise TrainingError(f"{data_dir}: the set has no identities; training needs a labeled set")
     labels = ds.labels(ids)
     rows, val = ds.labeled_rows("train", ids), ds.labeled_rows("val", ids)
-    if len(rows) < cfg.batch_size * info.world:
-        raise TrainingError(f"{data_dir}: {len(rows)} training rows are fewer than one batch per process "
-                            f"(baselines.common.batch_size = {cfg.batch_size} x {info.world})")
+    batch = fitting_batch_size("baselines.common.batch_size", cfg.batch_size, info.world, {str(data_dir): len(rows)})
     bcfg = baseline_config(params, kind, ds.faces.shape[1], len(ids))
     model, disc = build_baseline(bcfg).to(device), build_discriminator(bcfg)
     disc = disc.to(device) if disc is not None else None
     weights = baseline_weights(params, kind)
-    settings = TrainSettings(mode="joint", steps=steps, batch_size=cfg.batch_size, n_gm=0, lr=cfg.lr, beta1=cfg.beta1,
+    settings = TrainSettings(mode="joint", steps=steps, batch_size=batch, n_gm=0, lr=cfg.lr, beta1=cfg.beta1,
                              beta2=cfg.beta2, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                              precision=cfg.precision, seed=params.seed)
-    fp = {"stage": "train_baseline", "kind": kind, "common": cfg.model_dump(mode="json"), "steps": steps,
+    fp = {"stage": "train_baseline", "kind": kind, "common": {**cfg.model_dump(mode="json"), "batch_size": batch}, "steps": steps,
           "weights": weights.__dict__, "model": bcfg.to_dict(), "seed": params.seed, "world": info.world,
           "data": [_file_digest(Path(data_dir) / f) for f in ("faces.npy", "index.parquet")]}
     fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()

@@ -3,6 +3,7 @@ logging, and measure the result. `train_gm` and `train_joint` are thin callers o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -40,6 +41,22 @@ def _file_digest(path: Path, limit: int = 1 << 20) -> str:
         f.seek(max(0, path.stat().st_size - limit))
         h.update(f.read(limit))
     return h.hexdigest()
+
+
+def fitting_batch_size(name: str, batch_size: int, world: int, rows: dict[str, int]) -> int:
+    """The batch size a training stage can use: `batch_size`, or, when a set's training rows hold fewer than
+    one batch per process, as many rows as the smallest set gives each process (said once); an error below
+    2 rows per process. rows: {set path: its training rows}."""
+    where, n = min(rows.items(), key=lambda kv: kv[1])
+    if n >= batch_size * world:
+        return batch_size
+    fitted = n // world
+    if fitted < 2:
+        raise TrainingError(f"{where}: {n} training rows are too few to train on ({name} = {batch_size} x {world} "
+                            "processes; at least 2 rows per process are needed); add photos to the set")
+    print(f"[lrlivae] {where}: {n} training rows are fewer than one batch ({name} = {batch_size} x {world} "
+          f"processes); training with batches of {fitted}", flush=True)
+    return fitted
 
 
 def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig:
@@ -154,9 +171,8 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
         rows, labels = ds.split_indices("train"), np.full(len(ds), -1, dtype=np.int64)
     else:
         rows, labels = lab_rows, lab_labels
-    if len(rows) < cfg.batch_size * info.world:
-        raise TrainingError(f"{data_dir}: {len(rows)} training rows are fewer than one batch per process "
-                            f"({stage}.batch_size = {cfg.batch_size} x {info.world}); lower the batch size or add data")
+    counts = {str(data_dir): len(rows), **({str(labeled_dir): len(lab_rows)} if mode == "semi" else {})}
+    batch = fitting_batch_size(f"{stage}.batch_size", cfg.batch_size, info.world, counts)
     model_cfg = ModelConfig.from_dict(init["model_config"]) if init else model_config(params, ds.faces.shape[1], len(identities))
     model = build_model(model_cfg).to(device)
     if init:
@@ -164,9 +180,10 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
     disc = build_discriminator(model_cfg).to(device) if mode != "gm" else None
     if disc is not None and init is not None and init.get("disc") is not None:
         disc.load_state_dict(init["disc"])
-    settings = train_settings(params, stage)
+    settings = dataclasses.replace(train_settings(params, stage), batch_size=batch)
     fp = {
-        "stage": stage, "cfg": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "seed": params.seed,
+        "stage": stage, "cfg": {**cfg.model_dump(mode="json"), "batch_size": batch}, "model": model_cfg.to_dict(),
+        "seed": params.seed,
         "lambda": [params.lambda_lkd, params.lambda_kl, params.lambda_rec, params.n_gm], "world": info.world,
         "data": [_file_digest(Path(d) / f) for d in dict.fromkeys([data_dir, labeled_dir or data_dir]) for f in ("faces.npy", "index.parquet")],
         "init": _file_digest(init_checkpoint) if init_checkpoint else None,
@@ -215,6 +232,8 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
         else:
             metrics = quality_metrics(model, ds, identities, device, mode)
         metrics["steps"] = trainer.step
+        if batch != cfg.batch_size:
+            metrics["batch_size"], metrics["batch_size_clamped_from"] = batch, cfg.batch_size
         metrics.update(monitor.d_gap_last_fifth(trainer.history, trainer.step))
         atomic_write_json(metrics_path, metrics)
         if curves_path is not None:

@@ -143,3 +143,25 @@ def test_stage_killed_mid_run_resumes_to_the_same_weights(tmp_path):
     b = torch.load(ckpt, weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_a_set_smaller_than_one_batch_trains_with_the_batch_it_holds(tmp_path, isolated_mlflow, monkeypatch):
+    """4 people x 8 training photos (32 rows) with the default batch of 64: the stage trains on batches of
+    32, says so once, and writes it in its report; a set with fewer than 2 rows stops with the set named."""
+    monkeypatch.chdir(tmp_path)
+    make_aligned(tmp_path / "data/aligned/labeled")
+    p = train_params()
+    p["train_gm"]["batch_size"] = 64
+    write_params(tmp_path / "params.yaml", p)
+    r = CliRunner().invoke(app, ["train-gm"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("training with batches of 32") == 1, r.output
+    m = json.loads((tmp_path / "reports/train_gm.json").read_text())
+    assert m["batch_size"] == 32 and m["batch_size_clamped_from"] == 64
+
+    from pipeline.training import TrainingError, fitting_batch_size
+
+    assert fitting_batch_size("x.batch_size", 64, 1, {"a": 100, "b": 200}) == 64
+    assert fitting_batch_size("x.batch_size", 64, 2, {"a": 100, "b": 40}) == 20
+    with pytest.raises(TrainingError, match="b: 1 training rows are too few"):
+        fitting_batch_size("x.batch_size", 64, 1, {"a": 100, "b": 1})
