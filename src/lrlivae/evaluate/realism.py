@@ -158,10 +158,6 @@ def train_eval_gap(model, n_classes: int, n: int = 64, seed: int = 0) -> float:
     for train_mode in (True, False):
         twin.train(train_mode)
         with torch.no_grad():
-            g = torch.Generator(device=twin_device(twin)).manual_seed(seed)
-            outs.append(twin.generate(y=y.to(twin_device(twin)), n=n, generator=g).x.float().cpu())
+            g = torch.Generator(device=twin.device).manual_seed(seed)
+            outs.append(twin.generate(y=y.to(twin.device), n=n, generator=g).x.float().cpu())
     return float((outs[0] - outs[1]).abs().mean())
-
-
-def twin_device(model) -> torch.device:
-    return next(model.parameters()).device
