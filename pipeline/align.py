@@ -132,22 +132,79 @@ def assign_splits(groups: list[str], paths: list[str], cifar_split: list[str | N
 
 
 # ------------------------------------------------------------------------------ one set
-def _listing(src: AlignSource, root: Path, lists: list[Path], seed: int):
+def source_kind(set_name: str, src: AlignSource, root: Path) -> str:
+    """The source kind that reads `root` (`source: auto` decided by what the folder holds)."""
+    kind = src.model_copy(update={"root": str(root)}).resolved()
+    if not kind:
+        raise AlignStageError(f"{set_name}: source folder {root} does not exist")
+    return kind
+
+
+def _listing(kind: str, src: AlignSource, root: Path, lists: list[Path], seed: int):
     from lrlivae.data.sources import list_source
 
     # drop_labels blanks identities and keeps the truth in factors["true_identity"] (evaluation only)
     return list_source(
-        src.source, root, lists=lists or None, n_identities=src.n_identities, drop_labels=src.drop_labels, seed=seed
+        kind, root, lists=lists or None, n_identities=src.n_identities, drop_labels=src.drop_labels, seed=seed
     )
 
 
-def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], out: Path, params: Params) -> dict:
-    """Align one set into `out` (replaced atomically). Returns its metrics (keys prefixed by set name)."""
-    cfg = params.align
-    listing = _listing(src, root, lists, params.seed)
+def _person(rec: FaceRecord) -> str:
+    return str(rec.factors.get("true_identity") or rec.identity or "")
+
+
+def _leave_out_people(tmp: Path, index: pd.DataFrame, min_photos: int, size: int):
+    """Drop the rows of people with fewer than `min_photos` accepted photos from the set in `tmp` (faces.npy
+    rewritten with the rows kept, in order). Returns the index kept and {person: accepted photos} left out."""
+    counts = index["identity"].value_counts()
+    few = {str(p): int(n) for p, n in counts.items() if p and n < min_photos}
+    if not few:
+        return index, {}
+    keep = ~index["identity"].isin(list(few))
+    faces = np.load(tmp / FACES, mmap_mode="r")
+    writer = AlignedWriter(tmp / "faces.keep.npy", capacity=int(keep.sum()), size=size)
+    for row in np.flatnonzero(keep.to_numpy()):
+        writer.append(np.asarray(faces[row]))
+    writer.close()
+    del faces
+    (tmp / "faces.keep.npy").replace(tmp / FACES)
+    kept = index[keep].reset_index(drop=True)
+    kept["row"] = np.arange(len(kept))
+    return kept, few
+
+
+def _left_out_reason(n: int, min_photos: int) -> str:
+    return f"{n} accepted photo{'s' * (n != 1)}, fewer than align.min_photos = {min_photos}"
+
+
+def _people_rows(set_name: str, records: list[FaceRecord], index: pd.DataFrame, left_out: dict[str, int],
+                 min_photos: int) -> list[dict]:
+    """One row per person of the set: photos listed, accepted, per split, kept or left out (and why)."""
+    listed: dict[str, int] = {}
+    for rec in records:
+        listed[_person(rec)] = listed.get(_person(rec), 0) + 1
+    key = "true_identity" if "true_identity" in index else "identity"
+    rows = []
+    for person in sorted(p for p in listed if p):
+        mine = index[index[key].astype(str) == person] if len(index) else index
+        n = left_out.get(person, int(len(mine)))
+        row = {"set": set_name, "person": person, "photos": listed[person], "accepted": n}
+        row.update({s: int((mine["split"] == s).sum()) if len(mine) else 0 for s in ("train", "val", "test")})
+        row["status"] = "kept" if n and person not in left_out else f"left out: {_left_out_reason(n, min_photos)}"
+        rows.append(row)
+    return rows
+
+
+def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], out: Path, params: Params,
+              people: list[dict] | None = None) -> dict:
+    """Align one set into `out` (replaced atomically). Returns its metrics (keys prefixed by set name);
+    appends a row per person to `people` when given."""
+    kind = source_kind(set_name, src, root)
+    cfg = params.align.for_source(kind)
+    listing = _listing(kind, src, root, lists, params.seed)
     records = listing.records
     if not records and not listing.rejects:
-        raise AlignStageError(f"{set_name}: source {src.source!r} at {root} lists no images")
+        raise AlignStageError(f"{set_name}: source {kind!r} at {root} lists no images")
     tmp = temp_dir_beside(out)
     writer = AlignedWriter(tmp / FACES, capacity=len(records), size=cfg.size)
     rows: list[dict] = []
@@ -180,6 +237,13 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
 
     index = pd.DataFrame(rows)
     n_total = len(records) + len(listing.rejects)
+    n_aligned = len(index)
+    left_out: dict[str, int] = {}
+    if n_aligned and not src.drop_labels:  # a labeled person needs photos for train and test
+        index, left_out = _leave_out_people(tmp, index, cfg.min_photos, cfg.size)
+        rejects.extend(Reject(r["path"], f"person {r['identity']} left out: "
+                                         f"{_left_out_reason(left_out[r['identity']], cfg.min_photos)}")
+                       for r in rows if r["identity"] in left_out)
     n_ok = len(index)
     if n_ok:
         groups = (index["true_identity"] if "true_identity" in index else index["identity"]).fillna("").astype(str)
@@ -199,20 +263,24 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
         del faces
 
     no_face = sum(r.reason.startswith(NO_FACE_PREFIX) for r in rejects)
-    decoded = n_ok + no_face
-    accept = n_ok / n_total if n_total else 0.0
+    decoded = n_aligned + no_face
+    accept = n_aligned / n_total if n_total else 0.0
     metrics = {
         f"{set_name}_images": n_total,
         f"{set_name}_accepted": n_ok,
         f"{set_name}_rejected": len(rejects),
         f"{set_name}_accept_fraction": round(accept, 6),
-        f"{set_name}_detection_rate": round(n_ok / decoded, 6) if decoded else 0.0,
+        f"{set_name}_detection_rate": round(n_aligned / decoded, 6) if decoded else 0.0,
         f"{set_name}_identities": int(index["identity"].replace("", np.nan).nunique()) if n_ok else 0,
         f"{set_name}_several_faces": int((index["faces_found"] > 1).sum()) if n_ok else 0,
         f"{set_name}_grey_or_high_depth": int((~index["source_mode"].isin(["RGB", ""])).sum()) if n_ok else 0,
     }
     for s in ("train", "val", "test"):
         metrics[f"{set_name}_{s}"] = int((index["split"] == s).sum()) if n_ok else 0
+    metrics[f"{set_name}_people_left_out"] = len(left_out)
+    metrics[f"{set_name}_photos_left_out"] = n_aligned - n_ok
+    if people is not None:
+        people.extend(_people_rows(set_name, records, index, left_out, cfg.min_photos))
     if accept < cfg.min_accept_fraction:
         import shutil
 
@@ -220,11 +288,43 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
         shutil.rmtree(kept, ignore_errors=True)
         tmp.rename(kept)
         raise AlignStageError(
-            f"{set_name}: only {n_ok} of {n_total} images ({accept:.1%}) were accepted, under "
+            f"{set_name}: only {n_aligned} of {n_total} images ({accept:.1%}) were aligned, under "
             f"align.min_accept_fraction = {cfg.min_accept_fraction}; see {kept / REJECTS} for the reasons"
         )
     replace_dir(tmp, out)
     return metrics
+
+
+def stage_problems(metrics: dict, people: list[dict], sets: list[str]) -> list[str]:
+    """What stops a later stage on these aligned sets, each naming the stage and why: checked before any
+    training, so that a set too small fails here and not an hour later. Training stages need two rows per
+    batch (a smaller set trains with the batches it holds); the figures need test photos of every person."""
+    problems = []
+    if metrics.get("labeled_identities", 0) < 2:
+        problems.append(f"train_gm, train_joint, train_evaluator: {metrics.get('labeled_identities', 0)} labeled "
+                        "person(s) kept; the Gaussian-mixture prior and the classifiers need at least 2")
+    if metrics.get("labeled_train", 0) < 2:
+        problems.append(f"train_gm, train_joint, baselines: {metrics.get('labeled_train', 0)} labeled training "
+                        "photo(s); a batch needs at least 2")
+    no_test = [r["person"] for r in people if r["set"] == "labeled" and r["status"] == "kept" and not r["test"]]
+    if no_test:
+        problems.append(f"evaluate, compare: no test photo for {len(no_test)} labeled person(s) "
+                        f"({', '.join(no_test[:5])}{', ...' if len(no_test) > 5 else ''}); raise align.min_photos "
+                        "or align.split.test")
+    if "unlabeled" in sets:
+        if metrics.get("unlabeled_train", 0) < 2:
+            problems.append(f"finetune_semi: {metrics.get('unlabeled_train', 0)} unlabeled training photo(s); "
+                            "a batch needs at least 2")
+        if metrics.get("unlabeled_test", 0) < 2:
+            problems.append(f"finetune_semi: {metrics.get('unlabeled_test', 0)} unlabeled test photo(s); the swap "
+                            "figures and scores need at least 2")
+    return problems
+
+
+def write_people(path: Path, people: list[dict]) -> None:
+    cols = ["set", "person", "photos", "accepted", "train", "val", "test", "status"]
+    pd.DataFrame(people, columns=cols).to_csv(path.with_suffix(".tmp"), index=False)
+    path.with_suffix(".tmp").replace(path)
 
 
 def run(
@@ -233,22 +333,39 @@ def run(
     sets: dict[str, tuple[Path, list[Path]]],
     out_dir: Path,
     metrics_path: Path,
+    people_path: Path | None = None,
 ) -> dict:
-    """Align each named set: sets = {'labeled': (root, list_files), 'unlabeled': (root, list_files)}."""
+    """Align each named set: sets = {'labeled': (root, list_files), 'unlabeled': (root, list_files)}; then
+    check that every later stage can run on what was kept (AlignStageError naming each one that cannot)."""
     metrics: dict[str, float] = {}
+    people: list[dict] = []
     with stage_run("align", params.model_dump(mode="json"), params_path) as tracker:
         start = time.perf_counter()
         for set_name, (root, lists) in sets.items():
             src: AlignSource = getattr(params.align, set_name)
             out = Path(out_dir) / set_name
-            metrics.update(align_set(set_name, src, Path(root), lists, out, params))
+            metrics.update(align_set(set_name, src, Path(root), lists, out, params, people))
             tracker.log_artifact(out / "preview.png", artifact_path=f"preview_{set_name}")
             tracker.log_artifact(out / REJECTS, artifact_path=f"rejects_{set_name}")
+            left = metrics[f"{set_name}_people_left_out"]
             print(
                 f"align {set_name}: {metrics[f'{set_name}_accepted']}/{metrics[f'{set_name}_images']} accepted, "
-                f"detection rate {metrics[f'{set_name}_detection_rate']:.3f}"
+                f"detection rate {metrics[f'{set_name}_detection_rate']:.3f}; split train / val / test "
+                f"{metrics[f'{set_name}_train']} / {metrics[f'{set_name}_val']} / {metrics[f'{set_name}_test']}"
+                + (f"; {left} person(s) left out (align.min_photos = {params.align.min_photos})" if left else "")
             )
         seconds = time.perf_counter() - start
+        if people_path is not None:
+            Path(people_path).parent.mkdir(parents=True, exist_ok=True)
+            write_people(Path(people_path), people)
+            tracker.log_artifact(people_path, artifact_path="people")
+        for row in people:
+            if row["status"] != "kept":
+                print(f"align {row['set']}: {row['person']} {row['status']}")
         atomic_write_json(metrics_path, metrics)
         tracker.log_metrics({**metrics, "seconds": seconds})
+        problems = stage_problems(metrics, people, list(sets))
+        if problems:
+            raise AlignStageError("the aligned sets cannot feed every stage (nothing was trained):\n  - "
+                                  + "\n  - ".join(problems))
     return metrics

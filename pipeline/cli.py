@@ -30,23 +30,28 @@ def synth(
 @app.command()
 def align(
     params: Path = PARAMS_OPT,
-    labeled_root: Path = typer.Option(default_factory=from_dvc("align", "--labeled-root"), show_default="as dvc.yaml",
+    labeled_root: Optional[Path] = typer.Option(None, show_default="params: align.labeled.root",
         help="source folder of the labeled set"),
-    unlabeled_root: Optional[Path] = typer.Option(
-        default_factory=from_dvc("align", "--unlabeled-root"), show_default="as dvc.yaml",
-        help="source folder of the unlabeled set ('' to skip the set)"
-    ),
+    unlabeled_root: Optional[Path] = typer.Option(None, show_default="params: align.unlabeled.root",
+        help="source folder of the unlabeled set ('' to skip the set)"),
     labeled_list: List[Path] = typer.Option([], help="list files of the labeled source (FaceScrub); repeatable"),
     unlabeled_list: List[Path] = typer.Option([], help="list files of the unlabeled source; repeatable"),
     out_dir: Path = typer.Option(default_factory=from_dvc("align", "--out-dir"), show_default="as dvc.yaml",
         help="aligned sets are written to OUT_DIR/<set>"),
     metrics: Path = typer.Option(default_factory=from_dvc("align", "--metrics"), show_default="as dvc.yaml",
         help="metrics JSON"),
+    people: Optional[Path] = typer.Option(default_factory=from_dvc("align", "--people"), show_default="as dvc.yaml",
+        help="CSV of every person of each set: photos, accepted, split sizes, kept or left out and why"),
 ) -> None:
     """Detect, align and crop faces to SxS (default 64) for the labeled and unlabeled sets."""
     from pipeline import align as stage
 
     p = _load(params)
+    labeled_root = labeled_root if labeled_root is not None else Path(p.align.labeled.root)
+    if unlabeled_root is None:
+        unlabeled_root = Path(p.align.unlabeled.root) if p.align.unlabeled.root else None
+    if str(labeled_root) in ("", "."):
+        _fail(ValueError(f"no labeled set: set align.labeled.root in {params} or give --labeled-root"))
     sets = {"labeled": (labeled_root, list(labeled_list))}
     if unlabeled_root is not None and str(unlabeled_root) not in ("", "."):
         sets["unlabeled"] = (unlabeled_root, list(unlabeled_list))
@@ -57,7 +62,7 @@ def align(
             if not lf.exists():
                 _fail(FileNotFoundError(f"{name} list file {lf} does not exist"))
     try:
-        stage.run(p, params, sets, out_dir, metrics)
+        stage.run(p, params, sets, out_dir, metrics, people)
     except stage.AlignStageError as e:
         _fail(e)
 

@@ -58,10 +58,11 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
 def judge_reference(params: Params, x_te: np.ndarray, y_te: np.ndarray) -> JudgeReference | None:
     """The judge's real reference when evaluate.identity_judge is on for the labeled source, else None."""
     cfg = params.evaluate
-    if not judge_enabled(cfg.identity_judge, params.align.labeled.source) or not len(x_te):
+    source = params.align.labeled.resolved()
+    if not judge_enabled(cfg.identity_judge, source) or not len(x_te):
         return None
-    if params.align.labeled.source not in REAL_FACE_SOURCES:
-        print(f"[lrlivae] warning: identity_judge is on for the {params.align.labeled.source} source; dlib's "
+    if source not in REAL_FACE_SOURCES:
+        print(f"[lrlivae] warning: identity_judge is on for the {source or 'unknown'} source; dlib's "
               "descriptor is trained on real photographs and separates these faces only weakly")
     return JudgeReference(x_te, y_te, cfg.identity_judge_per_class, params.seed)
 

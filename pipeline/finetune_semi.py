@@ -135,7 +135,7 @@ def run(params: Params, params_path: Path, unlabeled_dir: Path, labeled_dir: Pat
             metrics.update(swap_metrics(model, device, unl, predictor, usable, params, "after_"))
         from lrlivae.evaluate.identity import judge_enabled
 
-        if judge_enabled(cfg.identity_judge, params.align.unlabeled.source) and len(unl.split_indices("test")) > 1:
+        if judge_enabled(cfg.identity_judge, params.align.unlabeled.resolved()) and len(unl.split_indices("test")) > 1:
             metrics.update(judge_swap_metrics({"before": before_model, "after": model}, device, unl, params))
         # Fig. 6: unseen identities, one image each for z_s (rows) and z_u (columns)
         test = np.sort(unl.split_indices("test"))

@@ -45,15 +45,33 @@ class SynthParams(Strict):
 
 
 # ---------------------------------------------------------------------------------------------- align
-SourceKind = Literal["synthetic", "facescrub", "casia", "imagefolder", "cifar10", "cifar100"]
+SourceKind = Literal["auto", "synthetic", "facescrub", "casia", "imagefolder", "cifar10", "cifar100"]
+SYNTHETIC_MARKER = "meta.parquet"  # the built-in set's folder holds it (lrlivae.data.synthetic)
 
 
 class AlignSource(Strict):
-    """Which source feeds a set. Its location on disk is a path, so it lives in dvc.yaml."""
+    """Which folder feeds a set and what it holds. `root` is the one path in params.yaml: the data a run
+    reads is a choice of the experiment (`dvc exp run -S align.labeled.root=/data/photos`); dvc.yaml reads
+    it as the align stage's dependency."""
 
-    source: SourceKind = "synthetic"
+    root: str = Field(default="", description="the set's folder (one sub-folder per person for photos); an "
+                      "absolute path for data outside the repository (queued experiments run in a copy of it)")
+    source: SourceKind = Field(default="auto", description="auto: the built-in synthetic set where `root` holds "
+                               "its meta.parquet, else a folder of photos (imagefolder)")
     n_identities: Optional[int] = Field(default=None, ge=1, description="pick this many identities at random (CASIA: 200)")
     drop_labels: bool = False
+
+    def resolved(self) -> str:
+        """The source kind that reads `root`: `source` unless auto; auto -> synthetic where root holds the
+        synthetic set's marker, imagefolder where root is another folder, "" where root is not there."""
+        if self.source != "auto":
+            return self.source
+        from pathlib import Path
+
+        root = Path(self.root) if self.root else None
+        if root is None or not root.is_dir():
+            return ""
+        return "synthetic" if (root / SYNTHETIC_MARKER).is_file() else "imagefolder"
 
 
 class UnlabeledSource(AlignSource):
@@ -98,8 +116,12 @@ class DlibOptions(Strict):
 class AlignParams(Strict):
     labeled: AlignSource = AlignSource()
     unlabeled: UnlabeledSource = UnlabeledSource()
-    detector: Literal["opencv", "face_alignment", "annotations", "dlib_hog", "dlib_cnn"] = "opencv"
-    landmarks: Literal["face_alignment", "annotations", "none", "dlib"] = "annotations"
+    detector: Literal["auto", "opencv", "face_alignment", "annotations", "dlib_hog", "dlib_cnn"] = Field(
+        default="auto", description="auto: opencv (Viola-Jones) on the synthetic set, dlib_hog on photos")
+    landmarks: Literal["auto", "face_alignment", "annotations", "none", "dlib"] = Field(
+        default="auto", description="auto: the renderer's annotations on the synthetic set, dlib's 5 points on photos")
+    min_photos: int = Field(default=3, ge=1, description="a labeled person with fewer accepted photos is left out, "
+                            "with the reason in the align stage's people table (a person needs train and test photos)")
     device: str = "cpu"
     size: int = Field(default=64, ge=16, le=512)
     margin: float = Field(default=0.2, ge=0.0, le=2.0, description="box crops: margin per edge, fraction of the box side")
@@ -110,6 +132,13 @@ class AlignParams(Strict):
     workers: int = Field(default=2, ge=1, le=256)
     opencv: OpenCVDetector = OpenCVDetector()
     dlib: DlibOptions = DlibOptions()
+
+    def for_source(self, source: str) -> "AlignParams":
+        """A copy with `auto` detector / landmarks resolved for one set's source kind."""
+        synthetic = source == "synthetic"
+        det = self.detector if self.detector != "auto" else ("opencv" if synthetic else "dlib_hog")
+        lms = self.landmarks if self.landmarks != "auto" else ("annotations" if synthetic else "dlib")
+        return self.model_copy(update={"detector": det, "landmarks": lms})
 
 
 # ---------------------------------------------------------------------------------------------- model

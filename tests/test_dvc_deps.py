@@ -144,7 +144,7 @@ def test_paths_have_one_home_dvc_yaml():
     literal = set(re.findall(r'typer\.Option\(\s*Path\("([^"]+)"\)', cli))
     assert not literal & passed, f"CLI defaults that repeat dvc.yaml's paths: {sorted(literal & passed)}"
     assert dvc_path("train_joint", "--init") == Path("models/train_gm/model.pt")
-    assert dvc_path("align", "--labeled-root") == Path("data/raw/synthetic/labeled")  # a ${var} resolved
+    assert dvc_path("align", "--out-dir") == Path("data/aligned")
 
 
 def test_every_param_a_stage_names_is_in_params_yaml():
