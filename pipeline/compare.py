@@ -98,8 +98,8 @@ def _factor_tables(ours_table: Path | None, baselines_dir: Path, models: list[st
     cols, frames = [], {}
     for k in [OURS] + [k for k in models if k != OURS]:
         p = _table_path(k, ours_table, baselines_dir)
-        if p is not None:
-            frames[k] = pd.read_csv(p, index_col=0)
+        if p is not None and len(t := pd.read_csv(p, index_col=0)):  # empty: no ground-truth factors (photos)
+            frames[k] = t
     if not frames:
         return []
     base = next(iter(frames.values()))

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from lrlivae.data.aligned import AlignedFaces, to_float_tensor
@@ -103,8 +104,10 @@ def run_evaluate(params: Params, params_path: Path, data_dir: Path, model_path: 
         judge = judge_reference(params, x_te, y_te)
         m, table = score_model(model, ev, ds, ids, protocol(params), params.seed, device, judge)
         table_md = ""
-        if table is not None:
-            table.to_csv(Path(metrics_path).with_name("disentanglement.csv"))
+        if table is None:  # no ground-truth factors (photos): the declared output holds the header only
+            table = pd.DataFrame(columns=["factor", "kind", "metric", "from_zs", "from_zu", "chance"]).set_index("factor")
+        table.to_csv(Path(metrics_path).with_name("disentanglement.csv"))
+        if len(table):
             table_md = table.to_markdown(floatfmt=".3f") if hasattr(table, "to_markdown") else table.to_string()
         m["seconds"] = time.perf_counter() - t0
         others = {}
