@@ -277,6 +277,9 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
     }
     for s in ("train", "val", "test"):
         metrics[f"{set_name}_{s}"] = int((index["split"] == s).sum()) if n_ok else 0
+    file_problems = sum(not r.reason.startswith((NO_FACE_PREFIX, "person ")) for r in rejects)
+    metrics[f"{set_name}_rejected_no_face"] = no_face
+    metrics[f"{set_name}_rejected_file"] = file_problems
     metrics[f"{set_name}_people_left_out"] = len(left_out)
     metrics[f"{set_name}_photos_left_out"] = n_aligned - n_ok
     if people is not None:
@@ -321,6 +324,22 @@ def stage_problems(metrics: dict, people: list[dict], sets: list[str]) -> list[s
     return problems
 
 
+def data_tags(params: Params, sets: dict[str, tuple[Path, list[Path]]], out_dir: Path) -> dict[str, str]:
+    """What the parent run says of its data: each set's folder, source kind and the aligned set's digest."""
+    from pipeline.tracking_ops import dataset_entity
+
+    tags = {}
+    for name, (root, _) in sets.items():
+        src: AlignSource = getattr(params.align, name)
+        tags[f"data.{name}.root"] = str(Path(root).resolve())
+        tags[f"data.{name}.source"] = source_kind(name, src, Path(root))
+        try:
+            tags[f"data.{name}.digest"] = dataset_entity(Path(out_dir) / name)["digest"]
+        except Exception:  # an absent set says so; the digest is for reading, not for the stage
+            tags[f"data.{name}.digest"] = "unknown"
+    return tags
+
+
 def write_people(path: Path, people: list[dict]) -> None:
     cols = ["set", "person", "photos", "accepted", "train", "val", "test", "status"]
     pd.DataFrame(people, columns=cols).to_csv(path.with_suffix(".tmp"), index=False)
@@ -363,7 +382,8 @@ def run(
             if row["status"] != "kept":
                 print(f"align {row['set']}: {row['person']} {row['status']}")
         atomic_write_json(metrics_path, metrics)
-        tracker.log_metrics({**metrics, "seconds": seconds})
+        tracker.log_result({**metrics, "seconds": seconds})
+        tracker.set_parent_tags(data_tags(params, sets, out_dir))
         problems = stage_problems(metrics, people, list(sets))
         if problems:
             raise AlignStageError("the aligned sets cannot feed every stage (nothing was trained):\n  - "

@@ -86,9 +86,10 @@ def log_pyfunc(path: str | Path, meta: dict, sha: str, registered_name: str, tag
 
     kind = meta.get("model_type", "generator")
     code = {"generator": "face_generator_pyfunc.py", "evaluator": "evaluator_pyfunc.py"}[kind]
-    sig, example = signature(meta)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "add type hints": the signature is given
+        # "add type hints": the signature is given; the inference's hint on integer columns: none is missing
+        warnings.simplefilter("ignore", UserWarning)
+        sig, example = signature(meta)
         info = mlflow.pyfunc.log_model(
             name=kind, python_model=str(Path(__file__).with_name(code)), artifacts={kind: str(path)},
             signature=sig, input_example=example,

@@ -84,6 +84,10 @@ class Tracker:
         if head:
             self._op({"op": "parent_metrics", "metrics": head})
 
+    def set_parent_tags(self, tags: dict) -> None:
+        """Tags on the parent run (what the execution's data set was, for example)."""
+        self._op({"op": "parent_tags", "tags": {k: str(v)[:5000] for k, v in tags.items()}})
+
     def log_result(self, metrics: dict, step: int | None = None, model: str | None = None) -> None:
         """The stage's final metrics: on its run, and the headline ones on the parent run."""
         self.log_metrics(metrics, step=step)

@@ -1,7 +1,7 @@
 """What a stage run logs, as replayable operations, and the parent run of a pipeline execution.
 
 Every logging call of a stage is one operation (a plain dict: tags, params, metrics, artifact, dataset,
-model, scored, parent, parent_metrics, end), applied at once through `MlflowClient` and kept in the
+model, scored, parent, parent_metrics, parent_tags, end), applied at once through `MlflowClient` and kept in the
 stage's journal; what could not be applied is written to the pending folder and replayed later by
 `lrlivae mlflow-sync` (pipeline.mlflow_sync) with the same `apply`.
 
@@ -29,17 +29,23 @@ _EVAL = ("inception_score", "inception_score_std", "inception_score_real", "fcd"
          "intra_class_diversity", "zs_accuracy", "zu_probe_accuracy", "z_probe_accuracy", "disentanglement_gap",
          "inpaint_psnr_eyes", "inpaint_psnr_mouth", "inpaint_psnr_half", "precision", "recall_per_class",
          "sharpness_ratio", "two_sample_accuracy")
+_JUDGE = ("identity_judge/accuracy", "identity_judge/auc", "identity_judge/margin")  # real photo sources
+_DATA = [f"{s}_{k}" for s in ("labeled", "unlabeled") for k in (
+    "identities", "accepted", "rejected", "rejected_no_face", "rejected_file", "people_left_out", "photos_left_out",
+    "train", "val", "test")]
 HEADLINE: dict[str, dict[str, str]] = {
+    "align": {k: f"data/{k}" for k in _DATA},
     "train_gm": {"gm_test_accuracy": "train_gm/gm_test_accuracy"},
     "train_joint": {k: f"train_joint/{k}" for k in ("gm_test_accuracy", "recon_mse_test", "zs_probe_accuracy",
                                                      "zu_probe_accuracy")},
     "finetune_semi": {"after_verification_auc": "verification_auc", "before_verification_auc": "verification_auc_before",
                       "after_swap_identity_follows_source": "swap_identity_follows_source",
                       "after_swap_nuisance_follows_source": "swap_nuisance_follows_source",
-                      "gm_labeled_test_accuracy": "finetune_semi/gm_labeled_test_accuracy"},
+                      "gm_labeled_test_accuracy": "finetune_semi/gm_labeled_test_accuracy",
+                      "identity_judge/after_swap_follows_zs": "identity_judge/swap_follows_zs"},
     "train_evaluator": {"evaluator_test_accuracy": "evaluator_test_accuracy"},
-    "evaluate": {k: k for k in _EVAL},
-    "evaluate_baseline": {k: k for k in _EVAL},
+    "evaluate": {k: k for k in _EVAL + _JUDGE},
+    "evaluate_baseline": {k: k for k in _EVAL + _JUDGE},
     "train_baseline": {"recon_mse_test": "train_baseline/recon_mse_test"},
     "compare": {"label_free_identity": "label_free_identity", "label_free_nuisance": "label_free_nuisance"},
     "toy": {k: f"toy/{k}" for k in ("ours_std_ratio_y", "cvaegan_std_ratio_y", "ours_swd", "cvaegan_swd", "real_swd")},
@@ -51,12 +57,14 @@ def headline(stage: str, metrics: dict, model: str | None = None) -> dict[str, f
     table = HEADLINE.get(stage, {})
     out = {}
     for k, v in metrics.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if k in table:
+            out[f"{table[k]}/{model}" if model else table[k]] = float(v)
+            continue
         base, _, sub = k.partition("/")  # compare logs `<metric>/<model>`
-        sub = sub or model
-        if k in table or (sub and base in table):
-            name = table[k if k in table else base]
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[f"{name}/{sub}" if sub else name] = float(v)
+        if sub and base in table:
+            out[f"{table[base]}/{sub}"] = float(v)
     return out
 
 
@@ -191,6 +199,11 @@ def apply(client, run_id: str, op: dict, ctx: dict) -> None:
     elif kind == "parent_metrics":
         if ctx.get("parent_id"):
             _metrics(client, ctx["parent_id"], op["metrics"], 0, op["ts"])
+    elif kind == "parent_tags":
+        if ctx.get("parent_id"):
+            from mlflow.entities import RunTag
+
+            client.log_batch(ctx["parent_id"], tags=[RunTag(k, v) for k, v in op["tags"].items()])
     elif kind == "end":
         client.set_terminated(run_id, status=op["status"], end_time=op["ts"])
         if ctx.get("parent_id"):
@@ -237,10 +250,12 @@ def dataset_entity(data_dir: Path) -> dict:
     digest = hashlib.sha256("".join(_file_digest(data_dir / f) for f in ("faces.npy", "index.parquet"))
                             .encode()).hexdigest()[:16]
     name = f"aligned/{data_dir.name}"
-    with warnings.catch_warnings():  # "the source can be interpreted in multiple ways": a local folder
+    # "the source can be interpreted in multiple ways" (a local folder), and the schema inference's hint on
+    # integer columns (the index holds no missing values)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ds = mlflow.data.from_pandas(index, source=str(data_dir.resolve()), name=name, digest=digest)
-    e = ds._to_mlflow_entity()
+        e = ds._to_mlflow_entity()
     return {"name": e.name, "digest": e.digest, "source_type": e.source_type, "source": e.source,
             "schema": e.schema, "profile": e.profile}
 

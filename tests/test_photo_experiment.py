@@ -60,3 +60,45 @@ def test_photo_folder_as_an_experiment(scratch_repo, tmp_path_factory):
 
     shown = _sh(dvc + ["exp", "show", "--json"], root, env)
     assert "photos" in shown and str(labeled) in shown  # the experiment, with its photo folder as a param
+
+
+@pytest.mark.slow
+def test_queued_sweep_with_two_workers(scratch_repo):
+    """`dvc exp run --queue -S lambda_lkd=a,b,c` then `dvc queue start -j 2`: three experiments, three rows in
+    `dvc exp show`, three parent runs in the one sqlite store, and no store error in any stage's log."""
+    import time
+
+    import mlflow
+
+    root, env = scratch_repo
+    env.pop("MLFLOW_TRACKING_URI")  # the default store, <repo>/mlflow.db, as a user has it
+    write_params(root / "params.yaml", train_params())
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "commit", "-qm", "tiny settings"], root, env)
+    dvc = [sys.executable, "-m", "dvc"]
+    _sh(dvc + ["repro", "align"], root, env)  # the sweep's experiments share the aligned sets from the cache
+    _sh(dvc + ["exp", "run", "--queue", "-S", "lambda_lkd=0.05,0.1,0.2", "evaluate"], root, env)
+    _sh(dvc + ["queue", "start", "-j", "2"], root, env)
+    deadline = time.time() + 1200
+    while time.time() < deadline:
+        status = _sh(dvc + ["queue", "status"], root, env)
+        if status.count("Success") + status.count("Failed") >= 3:
+            break
+        time.sleep(10)
+    _sh(dvc + ["queue", "stop", "--kill"], root, env) if "Running" in status else None
+    assert status.count("Success") == 3, status
+    logs = "".join(_sh(dvc + ["queue", "logs", line.split()[0]], root, env)
+                   for line in status.splitlines() if "Success" in line)
+    assert "database is locked" not in logs and "MLflow logging failed" not in logs
+    import io
+
+    shown = pd.read_csv(io.StringIO(_sh(dvc + ["exp", "show", "--csv"], root, env)))
+    exps = shown[shown["Experiment"].notna() & (shown["Experiment"].astype(str) != "")]
+    assert sorted(exps["lambda_lkd"].astype(float)) == [0.05, 0.1, 0.2], shown
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("lrlivae").experiment_id
+    parents = client.search_runs([exp_id], "tags.run_type = 'pipeline' and tags.dvc_exp_name != ''")
+    assert sorted(p.data.params["lambda_lkd"] for p in parents) == ["0.05", "0.1", "0.2"]
+    for p in parents:
+        kids = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{p.info.run_id}'")
+        assert {"train_gm", "train_joint", "finetune_semi", "evaluate"} <= {k.data.tags["stage"] for k in kids}
