@@ -15,6 +15,8 @@ of the library, so logging a model adds nothing to what a stage depends on.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import warnings
 from pathlib import Path
 
@@ -75,10 +77,18 @@ def prepare_generator(checkpoint: str | Path, work_dir: str | Path) -> tuple[Pat
     return slim_path, slim_checkpoint(checkpoint, slim_path), file_sha256(checkpoint)
 
 
-def log_pyfunc(path: str | Path, meta: dict, sha: str, registered_name: str, tags: dict | None = None):
+def model_alias() -> str:
+    """The registry alias of a version registered now: `exp-<name>` inside a DVC experiment, else `champion`
+    (the workspace's own pipeline): `models:/lrlivae-finetune_semi@champion`."""
+    exp = re.sub(r"[^A-Za-z0-9_-]", "-", os.environ.get("DVC_EXP_NAME", ""))
+    return f"exp-{exp}" if exp else "champion"
+
+
+def log_pyfunc(path: str | Path, meta: dict, sha: str, registered_name: str, tags: dict | None = None,
+               alias: str | None = None):
     """Log a model file (a slim generator checkpoint, or the evaluator when meta["model_type"] says so) as a
     pyfunc model of the active run and register it under `registered_name`; tag the version with the stage
-    checkpoint's sha256. Returns (ModelInfo, version)."""
+    checkpoint's sha256 and point `alias` at it. Returns (ModelInfo, version)."""
     import pandas as pd
     import torch
 
@@ -104,6 +114,8 @@ def log_pyfunc(path: str | Path, meta: dict, sha: str, registered_name: str, tag
         client = mlflow.MlflowClient()
         for k, v in {"checkpoint_sha256": sha, **(tags or {})}.items():
             client.set_model_version_tag(registered_name, str(version), k, str(v))
+        if alias:
+            client.set_registered_model_alias(registered_name, alias, str(version))
     return info, version
 
 

@@ -136,8 +136,10 @@ class Tracker:
         except Exception as e:
             _warn(f"{checkpoint}: the model is not logged to MLflow ({type(e).__name__}: {e})")
             return
+        from pipeline.mlflow_model import model_alias
+
         self._op({"op": "model", "file": str(path), "meta": meta, "sha": sha,
-                  "registered_name": registered_name, "tags": tags or {}})
+                  "registered_name": registered_name, "tags": tags or {}, "alias": model_alias()})
 
     def log_scored_model(self, checkpoint: str | Path, state: dict, tag: str = "scored_model") -> None:
         """Tag the run with the registered version of the model in `checkpoint` (its loaded dict `state`
@@ -151,13 +153,17 @@ class Tracker:
         return [op for op in self.ops if not op["done"]]
 
 
+TRAINING_STAGES = ("train_gm", "train_joint", "finetune_semi", "train_evaluator", "train_baseline")
+
+
 def _start(mlflow, uri: str, root: Path, run_name: str):
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     exp_id = ops.ensure_experiment(client, uri, root)
     mlflow.set_experiment(experiment_id=exp_id)
     _sync_before(root, uri)
-    return client, mlflow.start_run(run_name=run_name, experiment_id=exp_id)
+    system = run_name.split("@")[0] in TRAINING_STAGES  # CPU, memory (and GPU) use, every 10 s
+    return client, mlflow.start_run(run_name=run_name, experiment_id=exp_id, log_system_metrics=system)
 
 
 def _sync_before(root: Path, uri: str) -> None:

@@ -80,5 +80,6 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.models.model", "mlflow.pyfunc",
-                 "mlflow.store.model_registry.abstract_store"):
+                 "mlflow.store.model_registry.abstract_store", "mlflow.system_metrics",
+                 "mlflow.system_metrics.system_metrics_monitor"):
         logging.getLogger(name).setLevel(logging.WARNING)

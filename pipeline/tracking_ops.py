@@ -82,6 +82,32 @@ def params_diff(params: dict) -> tuple[dict[str, str], dict[str, str]]:
     return {k: v for k, v in flat.items() if k in PAPER_SYMBOLS or k in changed}, changed
 
 
+def changed_since(root: Path, params_path: str | Path, rev: str) -> dict[str, str] | None:
+    """The keys of the params file whose values differ from the file at commit `rev`, as written in the two
+    files (`dvc exp run -S lambda_lkd=0.2` -> {'lambda_lkd': '0.2'}; a key removed: '(default)'). None where
+    the commit's file cannot be read (not in git, an overlay of another file)."""
+    import subprocess
+
+    import yaml
+
+    from pipeline.params import _read_yaml, flatten
+
+    try:
+        rel = Path(params_path).resolve().relative_to(Path(root).resolve()).as_posix()
+        out = subprocess.run(["git", "-C", str(root), "show", f"{rev}:{rel}"], capture_output=True, text=True,
+                             timeout=10)
+        if out.returncode:
+            return None
+        old = yaml.safe_load(out.stdout) or {}
+        if not isinstance(old, dict) or "base" in old:
+            return None
+        new = flatten(_read_yaml(Path(params_path)))
+    except Exception:  # noqa: BLE001 - a description only: never stops a stage
+        return None
+    old = flatten(old)
+    return {k: str(new.get(k, "(default)")) for k in sorted(set(new) | set(old)) if new.get(k) != old.get(k)}
+
+
 def execution(root: Path, params: dict, params_path: str | Path, commit: str, phash: str) -> dict:
     """The parent-run description every stage of one pipeline execution computes alike."""
     exp = os.environ.get("DVC_EXP_NAME", "")
@@ -91,25 +117,34 @@ def execution(root: Path, params: dict, params_path: str | Path, commit: str, ph
     else:
         key, name = f"repro:{commit[:12]}:{phash}", f"repro@{commit[:7]}-{phash[:6]}"
     diff, changed = params_diff(params)
-    changed = ", ".join(f"{k}={v}" for k, v in changed.items()) or "(schema defaults)"
+    since = changed_since(root, params_path, base)
+    if since is not None:  # what this execution changed against its baseline commit
+        changed = ", ".join(f"{k}={v}" for k, v in since.items()) or f"(as committed in {base[:7]})"
+    else:
+        changed = ", ".join(f"{k}={v}" for k, v in changed.items()) or "(schema defaults)"
     tags = {"execution_key": key, "run_type": "pipeline", "stage": "pipeline", "git_commit": commit, "dvc_exp_name": exp,
             "dvc_exp_baseline": base, "params_hash": phash, "params_changed": changed[:5000],
             "mlflow.runName": name}
     return {"key": key, "name": name, "params": diff, "tags": tags}
 
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens it on its training runs
+
+
 def ensure_experiment(client, uri: str, root: Path) -> str:
     exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        location = (root / "mlruns").as_uri() if uri.startswith("sqlite:") else None
-        return client.create_experiment(EXPERIMENT, artifact_location=location)
-    except Exception:  # created meanwhile by another stage
-        exp = client.get_experiment_by_name(EXPERIMENT)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            location = (root / "mlruns").as_uri() if uri.startswith("sqlite:") else None
+            return client.create_experiment(EXPERIMENT, artifact_location=location, tags=EXPERIMENT_TAGS)
+        except Exception:  # created meanwhile by another stage
+            exp = client.get_experiment_by_name(EXPERIMENT)
+            if exp is None:
+                raise
+    for k, v in EXPERIMENT_TAGS.items():
+        if exp.tags.get(k) != v:
+            client.set_experiment_tag(exp.experiment_id, k, v)
+    return exp.experiment_id
 
 
 def _parents(client, exp_id: str, key: str):
@@ -223,12 +258,15 @@ def _apply_model(client, run_id: str, op: dict, ctx: dict) -> None:
         return
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
-        info, version = log_pyfunc(path, op["meta"], op["sha"], op["registered_name"], op.get("tags"))
+        info, version = log_pyfunc(path, op["meta"], op["sha"], op["registered_name"], op.get("tags"), op.get("alias"))
     else:
         with mlflow.start_run(run_id=run_id, nested=active is not None):
-            info, version = log_pyfunc(path, op["meta"], op["sha"], op["registered_name"], op.get("tags"))
+            info, version = log_pyfunc(path, op["meta"], op["sha"], op["registered_name"], op.get("tags"),
+                                       op.get("alias"))
     tags = {"registered_model": op["registered_name"], "registered_model_version": str(version),
             "model_uri": f"models:/{op['registered_name']}/{version}", "logged_model_uri": info.model_uri}
+    if op.get("alias"):
+        tags["model_alias_uri"] = f"models:/{op['registered_name']}@{op['alias']}"
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 

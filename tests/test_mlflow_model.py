@@ -64,9 +64,13 @@ def test_a_baseline_registered_in_the_local_store_loads_and_generates(tmp_path, 
     from pipeline.tracking import stage_run
     from tests.conftest import REPO
 
+    import time
+
     ckpt = _checkpoints(tmp_path)["cvae"]
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     with stage_run("train_baseline", {"seed": 0}, REPO / "params.yaml") as t:
         t.log_model(ckpt, "lrlivae-baseline-cvae", tags={"kind": "cvae"})
+        time.sleep(2.5)  # a training stage samples CPU and memory use
     assert not t.pending()
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the stage run left the process's setting as it was
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{isolated_mlflow / 'mlflow.db'}")
@@ -77,3 +81,15 @@ def test_a_baseline_registered_in_the_local_store_loads_and_generates(tmp_path, 
     assert model.metadata.metadata["identities"] == ["a", "b", "c"]
     faces = model.predict(pd.DataFrame({"identity": [2], "n": [5]}))
     assert faces.shape == (5, 64, 64, 3) and faces.dtype == np.uint8
+    # MLflow 3 conventions: an alias per registration (champion outside DVC experiments), the experiment
+    # opens as model training in the UI, training stages carry system metrics
+    client = mlflow.MlflowClient()
+    assert client.get_model_version_by_alias("lrlivae-baseline-cvae", "champion").version == version.version
+    assert mlflow.pyfunc.load_model("models:/lrlivae-baseline-cvae@champion").metadata.run_id == t.run_id
+    exp = client.get_experiment_by_name("lrlivae")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert any(k.startswith("system/cpu_utilization") for k in client.get_run(t.run_id).data.metrics)
+    monkeypatch.setenv("DVC_EXP_NAME", "wry-gaol")
+    from pipeline.mlflow_model import model_alias
+
+    assert model_alias() == "exp-wry-gaol"

@@ -164,3 +164,27 @@ def test_headline_names():
         "verification_auc": 0.9, "verification_auc_before": 0.7}
     assert headline("compare", {"label_free_identity/ours": 0.1, "fcd/ours": 3.0}) == {"label_free_identity/ours": 0.1}
     assert headline("synth", {"images": 10}) == {}
+
+
+def test_params_changed_names_what_differs_from_the_baseline_commit(tmp_path):
+    import subprocess
+
+    from pipeline.tracking_ops import changed_since
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@localhost")
+    git("config", "user.name", "t")
+    (tmp_path / "params.yaml").write_text("seed: 0\nlambda_lkd: 0.1\ntrain_joint: {steps: 750}\n")
+    git("add", "params.yaml")
+    git("commit", "-qm", "params")
+    assert changed_since(tmp_path, tmp_path / "params.yaml", "HEAD") == {}
+    (tmp_path / "params.yaml").write_text("seed: 0\nlambda_lkd: 0.2\ntrain_joint: {steps: 750, lr: 0.001}\n")
+    assert changed_since(tmp_path, tmp_path / "params.yaml", "HEAD") == {"lambda_lkd": "0.2", "train_joint.lr": "0.001"}
+    (tmp_path / "params.yaml").write_text("lambda_lkd: 0.1\ntrain_joint: {steps: 750}\n")
+    assert changed_since(tmp_path, tmp_path / "params.yaml", "HEAD") == {"seed": "(default)"}
+    (tmp_path / "other.yaml").write_text("seed: 1\n")
+    assert changed_since(tmp_path, tmp_path / "other.yaml", "HEAD") is None  # not in the commit
+    assert changed_since(tmp_path, tmp_path / "params.yaml", "no-such-rev") is None
