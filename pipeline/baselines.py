@@ -20,8 +20,6 @@ Outputs: reports/baselines/<kind>.json (metrics) and reports/baselines/<kind>/ (
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import shutil
 import time
 from dataclasses import replace
@@ -43,13 +41,13 @@ from lrlivae.io import atomic_write_bytes, atomic_write_json
 from lrlivae.train import distributed as ddp
 from lrlivae.train import monitor
 from lrlivae.train.checkpoint import load_checkpoint
-from lrlivae.train.loop import NonFiniteLoss, TrainSettings
+from lrlivae.train.loop import TrainSettings
 from lrlivae.evaluate.protocol import generation_metrics, inpainting_metrics
 from pipeline.evaluate import judge_reference, protocol, write_figures
 from pipeline.params import Params
-from pipeline.plots import write_curves
 from pipeline.tracking import stage_run
-from pipeline.training import TrainingError, _file_digest, fitting_batch_size, model_config
+from pipeline.training import (TrainingError, fingerprint, finish_stage, fitting_batch_size, model_config,
+                               run_trainer)
 
 
 def baseline_config(params: Params, kind: str, image_size: int, n_classes: int) -> BaselineConfig:
@@ -100,10 +98,9 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
     settings = TrainSettings(mode="joint", steps=steps, batch_size=batch, n_gm=0, lr=cfg.lr, beta1=cfg.beta1,
                              beta2=cfg.beta2, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                              precision=cfg.precision, seed=params.seed)
-    fp = {"stage": "train_baseline", "kind": kind, "common": {**cfg.model_dump(mode="json"), "batch_size": batch}, "steps": steps,
-          "weights": weights.__dict__, "model": bcfg.to_dict(), "seed": params.seed, "world": info.world,
-          "data": [_file_digest(Path(data_dir) / f) for f in ("faces.npy", "index.parquet")]}
-    fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+    run_id = fingerprint({"stage": "train_baseline", "kind": kind, "steps": steps, "weights": weights.__dict__,
+                          "common": {**cfg.model_dump(mode="json"), "batch_size": batch}, "model": bcfg.to_dict(),
+                          "seed": params.seed, "world": info.world}, [data_dir])
     ckpt = Path(out_dir) / "model.pt"
     extra = {"stage": "train_baseline", "kind": kind, "baseline_config": bcfg.to_dict(), "identities": ids}
     classes = list(range(min(cfg.grid_classes, len(ids))))
@@ -124,26 +121,19 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
                 grid = bev.recon_grid(model, ds.faces, recon_rows, labels, device)
                 tracker.log_image(grid, f"recon_epoch{epoch:03d}.png")
 
-        trainer = BaselineTrainer(model, disc, ds.faces, rows, labels, settings, weights, ckpt, fingerprint,
+        trainer = BaselineTrainer(model, disc, ds.faces, rows, labels, settings, weights, ckpt, run_id,
                                   extra_state=extra, device=device, dist=info,
                                   log_fn=log_fn if info.is_main else None, on_epoch=on_epoch if info.is_main else None)
         t0 = time.perf_counter()
-        try:
-            trainer.run()
-        except NonFiniteLoss as e:
-            raise TrainingError(str(e)) from None
+        run_trainer(trainer)
         if not info.is_main:
             return {}
         metrics = {"steps": trainer.step, "train_seconds": time.perf_counter() - t0}
         te = ds.labeled_rows("test", ids)
         if HAS_ENCODER[kind] and len(te):
             metrics["recon_mse_test"] = bev.reconstruction_mse(model, ds.faces, te, labels, device)
-        atomic_write_json(metrics_path, metrics)
-        if curves_path is not None:
-            write_curves(curves_path, trainer.history)
-        tracker.log_result(metrics, step=trainer.step, model=kind)
-        tracker.log_artifact(ckpt, artifact_path="checkpoint")
-        tracker.log_model(ckpt, f"lrlivae-baseline-{kind}", tags={"stage": "train_baseline", "kind": kind})
+        finish_stage(tracker, trainer, metrics, metrics_path, curves_path, ckpt, f"lrlivae-baseline-{kind}",
+                     {"stage": "train_baseline", "kind": kind}, model=kind)
     print(f"train_baseline {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 

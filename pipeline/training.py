@@ -145,6 +145,99 @@ def quality_metrics(model, ds: AlignedFaces, identities: list[str], device, mode
     return out
 
 
+@dataclasses.dataclass
+class StageData:
+    """The sets a training stage reads: `ds` the one it trains on, `lab` the labeled one (the same set except
+    in finetune_semi), with the rows and labels the Trainer gets."""
+
+    ds: AlignedFaces
+    lab: AlignedFaces
+    identities: list[str]
+    lab_labels: np.ndarray
+    lab_rows: np.ndarray
+    rows: np.ndarray
+    labels: np.ndarray
+
+
+def stage_data(mode: str, data_dir: Path, labeled_dir: Path | None, init: dict | None,
+               init_checkpoint: Path | None) -> StageData:
+    ds = AlignedFaces(data_dir)
+    lab = AlignedFaces(labeled_dir) if mode == "semi" else ds
+    identities = list(init["identities"]) if init else lab.identities
+    if not identities:
+        raise TrainingError(f"{data_dir}: the set has no identities; training needs a labeled set")
+    if init and set(identities) != set(lab.identities):
+        raise TrainingError(f"{init_checkpoint} was trained on other identities than {labeled_dir or data_dir} holds")
+    lab_labels = lab.labels(identities)
+    lab_rows = lab.labeled_rows("train", identities)
+    if mode == "semi":  # unlabeled: every training row, no label is read
+        rows, labels = ds.split_indices("train"), np.full(len(ds), -1, dtype=np.int64)
+    else:
+        rows, labels = lab_rows, lab_labels
+    return StageData(ds, lab, identities, lab_labels, lab_rows, rows, labels)
+
+
+def stage_model(params: Params, mode: str, init: dict | None, image_size: int, n_classes: int, device):
+    """(ModelConfig, model, discriminator or None): from the init checkpoint when given, else from params."""
+    model_cfg = ModelConfig.from_dict(init["model_config"]) if init else model_config(params, image_size, n_classes)
+    model = build_model(model_cfg).to(device)
+    if init:
+        model.load_state_dict(init["model"])
+    disc = build_discriminator(model_cfg).to(device) if mode != "gm" else None
+    if disc is not None and init is not None and init.get("disc") is not None:
+        disc.load_state_dict(init["disc"])
+    return model_cfg, model, disc
+
+
+def fingerprint(what: dict, data_dirs: list[Path]) -> str:
+    """The run's identity for resuming: what it trains (settings, model, seed, world) and its data's digest."""
+    what = {**what, "data": [_file_digest(Path(d) / f) for d in dict.fromkeys(data_dirs)
+                             for f in ("faces.npy", "index.parquet")]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def epoch_monitor(tracker, model, d: StageData, mode: str, device, seed: int, grid_classes: list[int]):
+    """The Trainer's on_epoch: GM accuracy and z_u statistics on the labeled val rows, sample and
+    reconstruction grids (joint and semi)."""
+    val_rows = d.lab.labeled_rows("val", d.identities)
+    recon_rows = d.ds.split_indices("val")[:16] if len(d.ds.split_indices("val")) else d.rows[:16]
+
+    def on_epoch(trainer: Trainer, epoch: int) -> None:
+        step = trainer.step
+        if len(val_rows):
+            codes = monitor.encode_rows(model, d.lab.faces, val_rows, device)
+            m = {"acc/gm/val": monitor.gm_accuracy(model, codes.zs, d.lab_labels[np.sort(val_rows)])}
+            if mode != "gm":
+                stats = monitor.latent_stats(codes)
+                m.update({"zu/active_units": stats["zu_active_units"], "zu/kl_per_dim_mean": stats["zu_kl_per_dim_mean"]})
+                m.update({f"zu_kl/dim_{j:03d}": float(v) for j, v in enumerate(stats["zu_kl_per_dim"])})
+            tracker.log_metrics(m, step=step)
+        if mode != "gm":
+            tracker.log_image(monitor.sample_grid(model, grid_classes, 8, seed=seed), f"samples_epoch{epoch:03d}.png")
+            tracker.log_image(monitor.recon_grid(model, d.ds.faces, recon_rows, device), f"recon_epoch{epoch:03d}.png")
+
+    return on_epoch
+
+
+def run_trainer(trainer) -> None:
+    try:
+        trainer.run()
+    except NonFiniteLoss as e:
+        raise TrainingError(str(e)) from None
+
+
+def finish_stage(tracker, trainer, metrics: dict, metrics_path: Path, curves_path: Path | None, ckpt: Path,
+                 registered_name: str, model_tags: dict, model: str | None = None) -> None:
+    """What every training stage (ours and the baselines) does with its result: the metrics file, the loss
+    curves (a DVC plot), the MLflow run's metrics (headline ones on the parent), checkpoint and model."""
+    atomic_write_json(metrics_path, metrics)
+    if curves_path is not None:
+        write_curves(curves_path, trainer.history)
+    tracker.log_result(metrics, step=trainer.step, model=model)
+    tracker.log_artifact(ckpt, artifact_path="checkpoint")
+    tracker.log_model(ckpt, registered_name, tags=model_tags)
+
+
 def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, out_dir: Path,
                  metrics_path: Path, init_checkpoint: Path | None = None, labeled_dir: Path | None = None,
                  final_metrics=None, curves_path: Path | None = None) -> dict:
@@ -157,89 +250,42 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
     mode = MODES[stage]
     info, device = ddp.init_from_env(cfg.device)
     torch.manual_seed(params.seed)
-    ds = AlignedFaces(data_dir)
-    lab = AlignedFaces(labeled_dir) if mode == "semi" else ds  # the labeled set
     init = load_checkpoint(init_checkpoint, map_location="cpu") if init_checkpoint else None
-    identities = list(init["identities"]) if init else lab.identities
-    if not identities:
-        raise TrainingError(f"{data_dir}: the set has no identities; training needs a labeled set")
-    if init and set(identities) != set(lab.identities):
-        raise TrainingError(f"{init_checkpoint} was trained on other identities than {labeled_dir or data_dir} holds")
-    lab_labels = lab.labels(identities)
-    lab_rows = lab.labeled_rows("train", identities)
-    if mode == "semi":  # unlabeled: every training row, no label is read
-        rows, labels = ds.split_indices("train"), np.full(len(ds), -1, dtype=np.int64)
-    else:
-        rows, labels = lab_rows, lab_labels
-    counts = {str(data_dir): len(rows), **({str(labeled_dir): len(lab_rows)} if mode == "semi" else {})}
+    d = stage_data(mode, data_dir, labeled_dir, init, init_checkpoint)
+    data_dirs = [data_dir, labeled_dir or data_dir]
+    counts = {str(data_dir): len(d.rows), **({str(labeled_dir): len(d.lab_rows)} if mode == "semi" else {})}
     batch = fitting_batch_size(f"{stage}.batch_size", cfg.batch_size, info.world, counts)
-    model_cfg = ModelConfig.from_dict(init["model_config"]) if init else model_config(params, ds.faces.shape[1], len(identities))
-    model = build_model(model_cfg).to(device)
-    if init:
-        model.load_state_dict(init["model"])
-    disc = build_discriminator(model_cfg).to(device) if mode != "gm" else None
-    if disc is not None and init is not None and init.get("disc") is not None:
-        disc.load_state_dict(init["disc"])
+    model_cfg, model, disc = stage_model(params, mode, init, d.ds.faces.shape[1], len(d.identities), device)
     settings = dataclasses.replace(train_settings(params, stage), batch_size=batch)
-    fp = {
+    run_id = fingerprint({
         "stage": stage, "cfg": {**cfg.model_dump(mode="json"), "batch_size": batch}, "model": model_cfg.to_dict(),
-        "seed": params.seed,
-        "lambda": [params.lambda_lkd, params.lambda_kl, params.lambda_rec, params.n_gm], "world": info.world,
-        "data": [_file_digest(Path(d) / f) for d in dict.fromkeys([data_dir, labeled_dir or data_dir]) for f in ("faces.npy", "index.parquet")],
-        "init": _file_digest(init_checkpoint) if init_checkpoint else None,
-    }
-    fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+        "seed": params.seed, "lambda": [params.lambda_lkd, params.lambda_kl, params.lambda_rec, params.n_gm],
+        "world": info.world, "init": _file_digest(init_checkpoint) if init_checkpoint else None}, data_dirs)
     ckpt = Path(out_dir) / "model.pt"
-    extra = {"stage": stage, "model_config": model_cfg.to_dict(), "identities": identities}
-    grid_classes = list(range(min(cfg.grid_classes, len(identities))))
-    val_rows = lab.labeled_rows("val", identities)
-    recon_rows = ds.split_indices("val")[:16] if len(ds.split_indices("val")) else rows[:16]
+    extra = {"stage": stage, "model_config": model_cfg.to_dict(), "identities": d.identities}
+    grid_classes = list(range(min(cfg.grid_classes, len(d.identities))))
     track = stage_run(stage, params.model_dump(mode="json"), params_path) if info.is_main else contextlib.nullcontext()
     with track as tracker:
-        for d in dict.fromkeys([data_dir, labeled_dir or data_dir]) if tracker is not None else ():
-            tracker.log_dataset(d, context="training")
-
-        def log_fn(metrics: dict, step: int) -> None:
-            tracker.log_metrics(metrics, step=step)
-
-        def on_epoch(trainer: Trainer, epoch: int) -> None:
-            step = trainer.step
-            if len(val_rows):
-                codes = monitor.encode_rows(model, lab.faces, val_rows, device)
-                m = {"acc/gm/val": monitor.gm_accuracy(model, codes.zs, lab_labels[np.sort(val_rows)])}
-                if mode != "gm":
-                    stats = monitor.latent_stats(codes)
-                    m.update({"zu/active_units": stats["zu_active_units"], "zu/kl_per_dim_mean": stats["zu_kl_per_dim_mean"]})
-                    m.update({f"zu_kl/dim_{j:03d}": float(v) for j, v in enumerate(stats["zu_kl_per_dim"])})
-                tracker.log_metrics(m, step=step)
-            if mode != "gm":
-                tracker.log_image(monitor.sample_grid(model, grid_classes, 8, seed=params.seed), f"samples_epoch{epoch:03d}.png")
-                tracker.log_image(monitor.recon_grid(model, ds.faces, recon_rows, device), f"recon_epoch{epoch:03d}.png")
-
-        trainer = Trainer(model, disc, ds.faces, rows, labels, settings, ckpt, fingerprint, extra_state=extra,
-                          device=device, dist=info, log_fn=log_fn if info.is_main else None,
-                          on_epoch=on_epoch if info.is_main else None,
+        for data in dict.fromkeys(data_dirs) if tracker is not None else ():
+            tracker.log_dataset(data, context="training")
+        trainer = Trainer(model, disc, d.ds.faces, d.rows, d.labels, settings, ckpt, run_id, extra_state=extra,
+                          device=device, dist=info,
+                          log_fn=(lambda m, step: tracker.log_metrics(m, step=step)) if info.is_main else None,
+                          on_epoch=epoch_monitor(tracker, model, d, mode, device, params.seed, grid_classes)
+                          if info.is_main else None,
                           gm_epochs_before=float(init.get("gm_epochs", 0.0)) if init else 0.0,
-                          labeled=(lab.faces, lab_rows, lab_labels) if mode == "semi" else None)
-        try:
-            trainer.run()
-        except NonFiniteLoss as e:
-            raise TrainingError(str(e)) from None
+                          labeled=(d.lab.faces, d.lab_rows, d.lab_labels) if mode == "semi" else None)
+        run_trainer(trainer)
         if not info.is_main:
             return {}
         if final_metrics is not None:
             metrics = final_metrics(model, device, tracker)
         else:
-            metrics = quality_metrics(model, ds, identities, device, mode)
+            metrics = quality_metrics(model, d.ds, d.identities, device, mode)
         metrics["steps"] = trainer.step
         if batch != cfg.batch_size:
             metrics["batch_size"], metrics["batch_size_clamped_from"] = batch, cfg.batch_size
         metrics.update(monitor.d_gap_last_fifth(trainer.history, trainer.step))
-        atomic_write_json(metrics_path, metrics)
-        if curves_path is not None:
-            write_curves(curves_path, trainer.history)
-        tracker.log_result(metrics, step=trainer.step)
-        tracker.log_artifact(ckpt, artifact_path="checkpoint")
-        tracker.log_model(ckpt, f"lrlivae-{stage}", tags={"stage": stage})
+        finish_stage(tracker, trainer, metrics, metrics_path, curves_path, ckpt, f"lrlivae-{stage}", {"stage": stage})
     print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("factor_")))
     return metrics
