@@ -54,6 +54,24 @@ def compile_modules(*modules) -> None:
             m.compile()
 
 
+class _LogWindow:
+    """Sums of an iteration's scalars over one logging window, and its speed."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count, self.t0 = 0, time.perf_counter()
+
+    def add(self, scalars: dict) -> None:
+        for k, v in scalars.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def mean(self) -> dict:
+        out = {k: v / self.count for k, v in self.sums.items()}
+        out["_it_per_s"] = self.count / max(1e-9, time.perf_counter() - self.t0)
+        return out
+
+
 class Trainer:
     """Trains an LrLiVAE (and its discriminator) on uint8 faces with integer labels."""
 
@@ -320,54 +338,25 @@ class Trainer:
 
     def _run(self) -> None:
         s = self.s
-        for m in self._trained():
-            m.train()
-            ddp.broadcast_state(m)
-        resumed = self.try_resume()
-        if resumed and self.dist.is_main:
-            print(f"resuming from {self.checkpoint_path} at step {self.step}/{s.steps}", flush=True)
+        self._start()
         epoch_sampler = self.gm_sampler if s.mode == "gm" else self.joint_sampler
         from lrlivae.progress import progress
 
         bar = progress(total=s.steps, initial=self.step, desc=self.progress_name(), unit="it",
                        disable=not self.dist.is_main, mininterval=2.0)
-        sums: dict[str, float] = {}
-        count, t0 = 0, time.perf_counter()
+        log = _LogWindow()
         # on_epoch (validation figures and image grids for the tracker) at epoch ends, but no more than
         # MAX_EPOCH_CALLS times a run: a small set's epochs are a few steps long
         call_gap, last_call = max(1, s.steps // MAX_EPOCH_CALLS), self.step
         while self.step < s.steps:
             epoch_before = epoch_sampler.epoch if epoch_sampler.position < epoch_sampler.batches_per_epoch \
                 else epoch_sampler.epoch + 1
-            scalars: dict = {}
-            if s.mode == "gm":
-                scalars.update(self._gm())
-            elif s.mode == "semi":
-                for _ in range(s.semi_n_gm):
-                    scalars.update(self._gm(self.labeled))
-                scalars.update(self._joint())
-            else:
-                for _ in range(s.n_gm):
-                    scalars.update(self._gm())
-                scalars.update(self._joint())
+            log.add(self._iteration())
             self.step += 1
             bar.update(1)
-            for k, v in scalars.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            count += 1
             if self.step % s.log_every == 0 or self.step == s.steps:
-                logged = {k: v / count for k, v in sums.items()}
-                logged["lr/main"] = s.lr
-                logged["lr/gm_sigma"] = self._update_sigma_lr()
-                logged["perf/it_per_s"] = count / max(1e-9, time.perf_counter() - t0)
-                logged["epoch"] = epoch_sampler.epoch_progress
-                self.history.append({"step": self.step, **{k: float(v) for k, v in logged.items()
-                                                                   if k.startswith(("loss/", "d/"))}})
-                if self.log_fn is not None and self.dist.is_main:
-                    self.log_fn(logged, self.step)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss/")
-                                 and k.endswith(("cls", "rec", "kl"))})
-                sums, count, t0 = {}, 0, time.perf_counter()
+                self._log(log.mean(), epoch_sampler, bar)
+                log = _LogWindow()
             epoch_done = epoch_sampler.position >= epoch_sampler.batches_per_epoch
             if s.gm_refit == "epoch" and epoch_done and self.step < s.steps:
                 self.refit()
@@ -379,6 +368,43 @@ class Trainer:
             if self.step % s.checkpoint_every == 0 and self.step < s.steps:
                 self.save(finished=False)
         bar.close()
+        self._finish()
+
+    def _start(self) -> None:
+        """Train mode, the same weights on every process, and the resume point of an interrupted run."""
+        for m in self._trained():
+            m.train()
+            ddp.broadcast_state(m)
+        if self.try_resume() and self.dist.is_main:
+            print(f"resuming from {self.checkpoint_path} at step {self.step}/{self.s.steps}", flush=True)
+
+    def _iteration(self) -> dict:
+        """One iteration of the mode: GM steps (train_gm), Algorithm 1 (n_gm GM steps, then the joint
+        step), or fine-tuning (semi_n_gm GM steps on labeled batches, then the joint step)."""
+        s, scalars = self.s, {}
+        if s.mode == "gm":
+            return self._gm()
+        for _ in range(s.semi_n_gm if s.mode == "semi" else s.n_gm):
+            scalars.update(self._gm(self.labeled) if s.mode == "semi" else self._gm())
+        scalars.update(self._joint())
+        return scalars
+
+    def _log(self, logged: dict, epoch_sampler: EpochSampler, bar) -> None:
+        """The means of a logging window, with the learning rates, speed and epoch: into the history (loss
+        terms and D figures), the log function and the progress bar."""
+        logged["lr/main"] = self.s.lr
+        logged["lr/gm_sigma"] = self._update_sigma_lr()
+        logged["perf/it_per_s"] = logged.pop("_it_per_s")
+        logged["epoch"] = epoch_sampler.epoch_progress
+        self.history.append({"step": self.step, **{k: float(v) for k, v in logged.items()
+                                                   if k.startswith(("loss/", "d/"))}})
+        if self.log_fn is not None and self.dist.is_main:
+            self.log_fn(logged, self.step)
+        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss/")
+                         and k.endswith(("cls", "rec", "kl"))})
+
+    def _finish(self) -> None:
+        s = self.s
         if s.mode != "gm" and s.dec_bn_refresh > 0:  # eval-mode samples as training made them (train.bn_refresh)
             refresh_decoder_statistics(self.model, s.dec_bn_refresh, s.batch_size, seed=s.seed,
                                        images=self._refresh_images())
