@@ -151,7 +151,7 @@ def test_faces_modules_import_without_a_circle():
     assert not circles, "import circles in lrlivae.faces:\n" + "\n".join(circles)
 
 
-def test_paths_have_one_home_dvc_yaml():
+def test_paths_have_one_home_dvc_yaml(monkeypatch):
     """A command's path options default to what dvc.yaml passes (read from dvc.yaml), never to a second
     copy of the path written in the CLI."""
     import re
@@ -167,6 +167,8 @@ def test_paths_have_one_home_dvc_yaml():
     cli = "".join(p.read_text() for p in (REPO / "pipeline").glob("cli*.py"))
     literal = set(re.findall(r'typer\.Option\(\s*Path\("([^"]+)"\)', cli))
     assert not literal & passed, f"CLI defaults that repeat dvc.yaml's paths: {sorted(literal & passed)}"
+    monkeypatch.chdir(REPO)  # the commands read the dvc.yaml of the repository they run in
+    monkeypatch.delenv("DVC_ROOT", raising=False)
     assert dvc_path("train_joint", "--init") == Path("models/train_gm/model.pt")
     assert dvc_path("align", "--labeled-root") == Path("data/raw/synthetic/labeled")  # a ${var} resolved
 
