@@ -31,7 +31,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from lrlivae.data.download import fetch_facescrub  # noqa: E402
+from lrlivae.fetch.download import fetch_facescrub  # noqa: E402
 
 
 def small_jpegs(n: int) -> list[bytes]:

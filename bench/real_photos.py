@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lrlivae.data.records import FaceRecord, Reject  # noqa: E402
 from lrlivae.faces.align import TEMPLATE_64  # noqa: E402
 from lrlivae.faces.dlib_faces import eyes_in_crop  # noqa: E402
+from lrlivae.records import FaceRecord, Reject  # noqa: E402
 from pipeline.params import AlignParams  # noqa: E402
 from tests import photos  # noqa: E402
 

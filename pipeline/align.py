@@ -12,6 +12,7 @@ import time
 import zlib
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ from lrlivae.records import FaceRecord, Reject
 from lrlivae.io import atomic_write_json, image_grid, replace_dir, save_png, temp_dir_beside
 from pipeline.params import AlignParams, AlignSource, Params
 from pipeline.tracking import stage_run
+
+if TYPE_CHECKING:
+    from lrlivae.faces.process import AlignedFace
 
 NO_FACE_PREFIX = "no face"
 
@@ -206,51 +210,80 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
     if not records and not listing.rejects:
         raise AlignStageError(f"{set_name}: source {kind!r} at {root} lists no images")
     tmp = temp_dir_beside(out)
-    writer = AlignedWriter(tmp / FACES, capacity=len(records), size=cfg.size)
+    index, rejects = _align_into(tmp / FACES, records, cfg, set_name)
+    rejects = list(listing.rejects) + rejects
+    n_aligned = len(index)
+    left_out: dict[str, int] = {}
+    if n_aligned and not src.drop_labels:  # a labeled person needs photos for train and test
+        aligned = index
+        index, left_out = _leave_out_people(tmp, index, cfg.min_photos, cfg.size)
+        rejects += [Reject(path, f"person {who} left out: {_left_out_reason(left_out[who], cfg.min_photos)}")
+                    for path, who in zip(aligned["path"], aligned["identity"]) if who in left_out]
+    _add_splits(index, cfg, params.seed)
+    _write_set_files(tmp, index, rejects)
+    n_total = len(records) + len(listing.rejects)
+    metrics = _set_metrics(set_name, index, rejects, n_total, n_aligned)
+    metrics[f"{set_name}_people_left_out"] = len(left_out)
+    metrics[f"{set_name}_photos_left_out"] = n_aligned - len(index)
+    if people is not None:
+        people.extend(_people_rows(set_name, records, index, left_out, cfg.min_photos))
+    _stop_when_too_few_accepted(set_name, n_aligned, n_total, cfg, tmp, out)
+    replace_dir(tmp, out)
+    return metrics
+
+
+def _align_into(faces_path: Path, records: list[FaceRecord], cfg: AlignParams, set_name: str):
+    """Align `records`, appending the crops to the array at `faces_path`: (index of the accepted rows,
+    rejects), both in input order."""
+    writer = AlignedWriter(faces_path, capacity=len(records), size=cfg.size)
     rows: list[dict] = []
-    rejects: list[Reject] = list(listing.rejects)
+    rejects: list[Reject] = []
     for rec, res in zip(records, align_records(records, cfg, desc=f"align {set_name}")):
         if isinstance(res, Reject):
             rejects.append(res)
             continue
-        row = writer.append(res.crop)
-        entry = {
-            "row": row,
-            "path": rec.path,
-            "identity": rec.identity,
-            "detector": res.detector,
-            "method": res.method,
-            "score": float(res.score),
-            "source_mode": res.source_mode,
-            "faces_found": int(res.faces_found),
-            "face_kept": res.face_kept,
-        }
-        box = res.box if res.box is not None else (np.nan,) * 4
-        entry.update({f"box_{k}": float(v) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
-        lms = np.full((5, 2), np.nan) if res.landmarks is None else np.asarray(res.landmarks, dtype=float)
-        for i in range(5):
-            entry[f"lm_{i}_x"], entry[f"lm_{i}_y"] = float(lms[i, 0]), float(lms[i, 1])
-        for k, v in rec.factors.items():
-            entry[k if k in ("true_identity", "cifar_split") else f"f_{k}"] = v
-        rows.append(entry)
+        rows.append(_index_row(writer.append(res.crop), rec, res))
     writer.close()
+    return pd.DataFrame(rows), rejects
 
-    index = pd.DataFrame(rows)
-    n_total = len(records) + len(listing.rejects)
-    n_aligned = len(index)
-    left_out: dict[str, int] = {}
-    if n_aligned and not src.drop_labels:  # a labeled person needs photos for train and test
-        index, left_out = _leave_out_people(tmp, index, cfg.min_photos, cfg.size)
-        rejects.extend(Reject(r["path"], f"person {r['identity']} left out: "
-                                         f"{_left_out_reason(left_out[r['identity']], cfg.min_photos)}")
-                       for r in rows if r["identity"] in left_out)
+
+def _index_row(row: int, rec: FaceRecord, res: AlignedFace) -> dict:
+    """One index.parquet row: the source, the detection (box, five landmarks) and the record's factors."""
+    entry = {
+        "row": row,
+        "path": rec.path,
+        "identity": rec.identity,
+        "detector": res.detector,
+        "method": res.method,
+        "score": float(res.score),
+        "source_mode": res.source_mode,
+        "faces_found": int(res.faces_found),
+        "face_kept": res.face_kept,
+    }
+    box = res.box if res.box is not None else (np.nan,) * 4
+    entry.update({f"box_{k}": float(v) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
+    lms = np.full((5, 2), np.nan) if res.landmarks is None else np.asarray(res.landmarks, dtype=float)
+    for i in range(5):
+        entry[f"lm_{i}_x"], entry[f"lm_{i}_y"] = float(lms[i, 0]), float(lms[i, 1])
+    for k, v in rec.factors.items():
+        entry[k if k in ("true_identity", "cifar_split") else f"f_{k}"] = v
+    return entry
+
+
+def _add_splits(index: pd.DataFrame, cfg: AlignParams, seed: int) -> None:
+    """The `split` column: per identity (the true one when labels were dropped), see `assign_splits`."""
     n_ok = len(index)
     if n_ok:
         groups = (index["true_identity"] if "true_identity" in index else index["identity"]).fillna("").astype(str)
         cifar = index["cifar_split"].tolist() if "cifar_split" in index else [None] * n_ok
-        index["split"] = assign_splits(groups.tolist(), index["path"].tolist(), cifar, cfg.split, params.seed)
+        index["split"] = assign_splits(groups.tolist(), index["path"].tolist(), cifar, cfg.split, seed)
     else:
         index["split"] = pd.Series(dtype=str)
+
+
+def _write_set_files(tmp: Path, index: pd.DataFrame, rejects: list[Reject]) -> None:
+    """index.parquet, rejects.csv and (when a face was accepted) preview.png beside faces.npy in `tmp`."""
+    n_ok = len(index)
     index.to_parquet(tmp / INDEX, index=False)
     with open(tmp / REJECTS, "w", newline="") as f:
         w = csv.writer(f)
@@ -262,6 +295,11 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
         save_png(tmp / "preview.png", image_grid(np.asarray(faces[pick]), ncol=8))
         del faces
 
+
+def _set_metrics(set_name: str, index: pd.DataFrame, rejects: list[Reject], n_total: int, n_aligned: int) -> dict:
+    """The set's flat metrics: counts, accept fraction and detection rate (of the images that decoded, before
+    people with too few photos were left out), rejects by reason, splits."""
+    n_ok = len(index)
     no_face = sum(r.reason.startswith(NO_FACE_PREFIX) for r in rejects)
     decoded = n_aligned + no_face
     accept = n_aligned / n_total if n_total else 0.0
@@ -277,13 +315,15 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
     }
     for s in ("train", "val", "test"):
         metrics[f"{set_name}_{s}"] = int((index["split"] == s).sum()) if n_ok else 0
-    file_problems = sum(not r.reason.startswith((NO_FACE_PREFIX, "person ")) for r in rejects)
     metrics[f"{set_name}_rejected_no_face"] = no_face
-    metrics[f"{set_name}_rejected_file"] = file_problems
-    metrics[f"{set_name}_people_left_out"] = len(left_out)
-    metrics[f"{set_name}_photos_left_out"] = n_aligned - n_ok
-    if people is not None:
-        people.extend(_people_rows(set_name, records, index, left_out, cfg.min_photos))
+    metrics[f"{set_name}_rejected_file"] = sum(not r.reason.startswith((NO_FACE_PREFIX, "person ")) for r in rejects)
+    return metrics
+
+
+def _stop_when_too_few_accepted(set_name: str, n_ok: int, n_total: int, cfg: AlignParams, tmp: Path,
+                                out: Path) -> None:
+    """Under `align.min_accept_fraction`: keep the built set as `<out>.rejected-run` and raise."""
+    accept = n_ok / n_total if n_total else 0.0
     if accept < cfg.min_accept_fraction:
         import shutil
 
@@ -291,11 +331,9 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
         shutil.rmtree(kept, ignore_errors=True)
         tmp.rename(kept)
         raise AlignStageError(
-            f"{set_name}: only {n_aligned} of {n_total} images ({accept:.1%}) were aligned, under "
+            f"{set_name}: only {n_ok} of {n_total} images ({accept:.1%}) were aligned, under "
             f"align.min_accept_fraction = {cfg.min_accept_fraction}; see {kept / REJECTS} for the reasons"
         )
-    replace_dir(tmp, out)
-    return metrics
 
 
 def stage_problems(metrics: dict, people: list[dict], sets: list[str]) -> list[str]:

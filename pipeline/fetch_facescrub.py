@@ -24,8 +24,8 @@ def run(params: Params, params_path: Path, lists: Sequence[str | Path], out_root
         dry_run: bool = False) -> dict:
     """Download the images of `lists` (default: `fetch_facescrub.lists`) into `out_root`; with `dry_run`
     only parse the lists and print what would be fetched (no files, no metrics, no MLflow run)."""
-    from lrlivae.data.download import fetch_facescrub
-    from lrlivae.data.fetch_report import plan_facescrub
+    from lrlivae.fetch.download import fetch_facescrub
+    from lrlivae.fetch.fetch_report import plan_facescrub
 
     cfg = params.fetch_facescrub
     chosen = [Path(p) for p in (list(lists) or cfg.lists)]

@@ -228,7 +228,7 @@ class TrainJointParams(TrainCommon):
 
 # ---------------------------------------------------------------------------------------------- fetch_facescrub
 class FetchFaceScrubParams(Strict):
-    """Downloading FaceScrub from its list files (lrlivae.data.download.fetch_facescrub)."""
+    """Downloading FaceScrub from its list files (lrlivae.fetch.download.fetch_facescrub)."""
 
     workers: int = Field(default=8, ge=1, le=256, description="concurrent downloads")
     per_host: int = Field(default=2, ge=1, le=64, description="at most this many at a time from one host")

@@ -1,6 +1,7 @@
 """Shared fixtures: a shrunken copy of the real params.yaml, and an isolated MLflow store."""
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -42,6 +43,12 @@ def write_params(path: Path, params: dict) -> Path:
     return path
 
 
+def copy_dvc_yaml(root: Path) -> Path:
+    """The real dvc.yaml copied into `root`, a stand-in repository root: the commands read their path
+    defaults from the dvc.yaml of the repository they run in (DVC_ROOT, else the working directory)."""
+    return Path(shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml"))
+
+
 def closed_port() -> int:
     """A loopback port with nothing listening on it."""
     s = socket.socket()
@@ -53,8 +60,10 @@ def closed_port() -> int:
 
 @pytest.fixture
 def isolated_mlflow(tmp_path, monkeypatch):
-    """Every run logs into tmp_path (as when DVC runs a stage with DVC_ROOT set)."""
+    """Every run logs into tmp_path, a stand-in repository root with the real dvc.yaml (as when DVC runs a
+    stage with DVC_ROOT set)."""
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    copy_dvc_yaml(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     return tmp_path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrlivae.data.download import MANIFEST_COLUMNS
+from lrlivae.fetch.download import MANIFEST_COLUMNS
 from tests.loopback import Server
 
 HEADER = "name\timage_id\tface_id\turl\tbbox\tsha256"

@@ -8,8 +8,9 @@ import pytest
 from lrlivae.records import FaceRecord
 from lrlivae.faces import detect as detect_mod
 from lrlivae.faces import weights as weights_mod
-from lrlivae.faces.detect import Detection, make_detector, pick_face
-from lrlivae.faces.landmarks import LandmarksOutsideDetection, five_from_68, make_landmarker
+from lrlivae.faces.common import Detection, five_from_68
+from lrlivae.faces.detect import make_detector, pick_face
+from lrlivae.faces.landmarks import LandmarksOutsideDetection, make_landmarker
 from lrlivae.faces.weights import FAN_FILE, S3FD_FILE, MissingWeightsError
 from tests.drawn_face import draw_face, face_landmarks
 

@@ -20,7 +20,7 @@ import unicodedata
 import pytest
 from PIL import Image
 
-from lrlivae.data.download import fetch_facescrub
+from lrlivae.fetch.download import fetch_facescrub
 from lrlivae.data.facescrub import read_facescrub
 from tests.conftest import closed_port, tiny_params, write_params
 from tests.download_kit import (  # noqa: F401  (fixtures: no_env_proxy applies to every test)
@@ -201,7 +201,7 @@ def test_a_killed_run_resumes(server, tmp_path):
     lst = write_list(tmp_path / "l.txt", rows)
     out = tmp_path / "out"
     code = textwrap.dedent(f"""
-        from lrlivae.data.download import fetch_facescrub
+        from lrlivae.fetch.download import fetch_facescrub
         fetch_facescrub([{str(lst)!r}], {str(out)!r}, workers=5, per_host=5, timeout=30, progress=False)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code])
@@ -329,8 +329,8 @@ def test_malformed_lines_get_a_manifest_row_and_the_rest_proceeds(server, tmp_pa
 
 
 def test_progress_without_a_terminal_prints_a_line_every_few_percent():
-    from lrlivae.data.download import FetchResult
-    from lrlivae.data.fetch_report import FetchProgress
+    from lrlivae.fetch.download import FetchResult
+    from lrlivae.fetch.fetch_report import FetchProgress
 
     buf = io.StringIO()
     bar = FetchProgress(40, stream=buf, every_percent=25, bytes_received=lambda: 2_000_000)

@@ -1,7 +1,7 @@
 """dvc.yaml lists what each stage reads: every project module that a stage's command imports (statically,
 transitively, function-level imports included) lies under one of the stage's deps, so editing it reruns
-the stage. And the library never imports the stage layer; faces/ never imports data/, evaluate/ never
-imports train/."""
+the stage. And the library never imports the stage layer; faces/ never imports data/, data/ never
+imports fetch/, evaluate/ never imports train/; the faces modules import one another without a circle."""
 from __future__ import annotations
 
 import ast
@@ -122,12 +122,36 @@ def test_the_layers_import_one_way():
         bad += [f"{f} -> {m}" for m in mods if m.startswith("pipeline")]
     for f, mods in _library_imports("faces").items():
         bad += [f"{f} -> {m}" for m in mods if m.startswith("lrlivae.data")]
+    for f, mods in _library_imports("data").items():
+        bad += [f"{f} -> {m}" for m in mods if m.startswith("lrlivae.fetch")]
     for f, mods in _library_imports("evaluate").items():
         bad += [f"{f} -> {m}" for m in mods if m.startswith("lrlivae.train")]
     assert not bad, "imports against the layering (DESIGN.md):\n" + "\n".join(bad)
 
 
-def test_paths_have_one_home_dvc_yaml():
+def test_faces_modules_import_without_a_circle():
+    """detect, landmarks and dlib_faces share their types through faces/common.py, so no chain of imports
+    (function-level ones included) among the faces modules leads back to where it started."""
+    graph = {}
+    for path in (SRC / "lrlivae" / "faces").glob("*.py"):
+        name = "lrlivae.faces." + path.stem
+        graph[name] = {m for m in _imports(path) if m.startswith("lrlivae.faces.") and m != name}
+
+    def circle_from(start: str, node: str, trail: list[str]) -> list[str] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return trail + [nxt]
+            if nxt not in trail:
+                found = circle_from(start, nxt, trail + [nxt])
+                if found:
+                    return found
+        return None
+
+    circles = [" -> ".join(c) for c in (circle_from(m, m, [m]) for m in sorted(graph)) if c]
+    assert not circles, "import circles in lrlivae.faces:\n" + "\n".join(circles)
+
+
+def test_paths_have_one_home_dvc_yaml(monkeypatch):
     """A command's path options default to what dvc.yaml passes (read from dvc.yaml), never to a second
     copy of the path written in the CLI."""
     import re
@@ -143,6 +167,8 @@ def test_paths_have_one_home_dvc_yaml():
     cli = "".join(p.read_text() for p in (REPO / "pipeline").glob("cli*.py"))
     literal = set(re.findall(r'typer\.Option\(\s*Path\("([^"]+)"\)', cli))
     assert not literal & passed, f"CLI defaults that repeat dvc.yaml's paths: {sorted(literal & passed)}"
+    monkeypatch.chdir(REPO)  # the commands read the dvc.yaml of the repository they run in
+    monkeypatch.delenv("DVC_ROOT", raising=False)
     assert dvc_path("train_joint", "--init") == Path("models/train_gm/model.pt")
     assert dvc_path("align", "--out-dir") == Path("data/aligned")
 

@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.cli import app
 from pipeline.mlflow_sync import pending_records
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, copy_dvc_yaml, write_params
 from tests.mlflow_server import MlflowServer
 from tests.test_training_stages import make_aligned, train_params
 
@@ -52,6 +52,7 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    copy_dvc_yaml(tmp_path)
     make_aligned(tmp_path / "data/aligned/labeled")
     return tmp_path
 

@@ -1,4 +1,4 @@
-"""The downloader's HTTP layer (lrlivae.data.http_fetch, host_pool, proxy_env) against loopback servers
+"""The downloader's HTTP layer (lrlivae.fetch.http_fetch, host_pool, proxy_env) against loopback servers
 and proxies: timeouts, redirects, Retry-After, gzip, kept-alive connections, HTTP(S) proxies with NO_PROXY,
 percent-encoding, per-host limits and unreachable hosts."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lrlivae.data.download import fetch_facescrub
+from lrlivae.fetch.download import fetch_facescrub
 from tests.conftest import closed_port
 from tests.download_kit import (  # noqa: F401  (fixtures: no_env_proxy applies to every test)
     FAST,
@@ -29,7 +29,7 @@ from tests.loopback import Proxy, Server, self_signed_tls
 
 
 def test_slow_and_stalled_servers_time_out_after_bounded_retries(server, tmp_path, monkeypatch):
-    from lrlivae.data import http_fetch
+    from lrlivae.fetch import http_fetch
 
     def stalled_body(h, n):  # headers and half the body, then nothing
         h.send_response(200)
@@ -131,7 +131,7 @@ def test_retry_after_is_obeyed_without_holding_a_worker(server, server2, tmp_pat
 
 
 def test_retry_policy_caps_retry_after_and_counts_attempts():
-    from lrlivae.data.http_fetch import MAX_RETRY_AFTER, Failure, new_retry, next_retry
+    from lrlivae.fetch.http_fetch import MAX_RETRY_AFTER, Failure, new_retry, next_retry
 
     retry = new_retry(3, 0.5)
     assert retry.parse_retry_after("3600") == MAX_RETRY_AFTER
@@ -234,7 +234,7 @@ def test_https_through_a_connect_proxy_from_https_proxy(tmp_path, monkeypatch):
 
 
 def test_no_proxy_matching():
-    from lrlivae.data.proxy_env import no_proxy_matches, proxy_for
+    from lrlivae.fetch.proxy_env import no_proxy_matches, proxy_for
 
     assert no_proxy_matches("anything.org", 80, "*")
     assert no_proxy_matches("img.example.com", 80, "example.com") and no_proxy_matches("example.com", 80, ".example.com")

@@ -17,7 +17,7 @@ from lrlivae.data.aligned import AlignedWriter, to_float_tensor, to_uint8_images
 from lrlivae.evaluate.swap import swap_images
 from pipeline.cli import app
 from pipeline.training import load_model
-from tests.conftest import write_params
+from tests.conftest import copy_dvc_yaml, write_params
 from tests.test_training_stages import train_params
 
 SEEN = np.array([(220, 40, 40), (40, 220, 40), (40, 40, 220), (220, 220, 40)], float)
@@ -78,6 +78,7 @@ def trained(tmp_path_factory):
         p["train_joint"].update({"steps": 900, "batch_size": 16, "checkpoint_every": 1000, "log_every": 50})
         p["finetune_semi"].update({"steps": 150, "batch_size": 16, "checkpoint_every": 1000, "log_every": 50})
         write_params(root / "params.yaml", p)
+        copy_dvc_yaml(root)
         torch.set_num_threads(1)
         for cmd in ("train-gm", "train-joint", "finetune-semi"):
             r = CliRunner().invoke(app, [cmd], catch_exceptions=False)

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.params import ParamsError, load_params
-from tests.conftest import REPO, set_param, tiny_params, write_params
+from tests.conftest import REPO, copy_dvc_yaml, set_param, tiny_params, write_params
 
 
 def test_repository_params_load():
@@ -54,6 +54,8 @@ def test_missing_and_garbled_files(tmp_path):
 
 def test_cli_stops_before_any_work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    copy_dvc_yaml(tmp_path)
     p = tiny_params(**{"align.workerz": 2})
     write_params(tmp_path / "params.yaml", p)
     result = CliRunner().invoke(app, ["synth", "--params", "params.yaml"])

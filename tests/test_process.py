@@ -10,7 +10,8 @@ from PIL import Image
 
 from lrlivae.records import FaceRecord, Reject
 from lrlivae.faces.align import TEMPLATE_64, transform_points
-from lrlivae.faces.detect import Detection, make_detector
+from lrlivae.faces.common import Detection
+from lrlivae.faces.detect import make_detector
 from lrlivae.faces.landmarks import make_landmarker
 from lrlivae.faces.process import AlignedFace, align_record
 from tests.drawn_face import draw_face, face_landmarks

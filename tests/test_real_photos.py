@@ -12,12 +12,12 @@ from PIL import Image
 pytest.importorskip("dlib")
 pytest.importorskip("skimage")
 
-from lrlivae.data.records import FaceRecord, Reject  # noqa: E402
 from lrlivae.faces.align import TEMPLATE_64, align_landmarks  # noqa: E402
 from lrlivae.faces.detect import make_detector, pick_face  # noqa: E402
 from lrlivae.faces.dlib_faces import DlibMissingError, eyes_in_crop, model_path  # noqa: E402
 from lrlivae.faces.landmarks import make_landmarker  # noqa: E402
 from lrlivae.faces.process import align_record  # noqa: E402
+from lrlivae.records import FaceRecord, Reject  # noqa: E402
 from tests import photos  # noqa: E402
 
 # the astronaut's face in the 512x512 photo (measured once by hand from the image: eyes near y = 100)
@@ -186,7 +186,7 @@ def test_bad_inputs_each_get_a_reject_row_and_several_faces_are_explained(tmp_pa
 
 
 def test_a_permission_error_is_a_reject_not_a_crash(tmp_path, monkeypatch):
-    import lrlivae.data.imageio as imageio
+    import lrlivae.imageio as imageio
 
     p = _save(tmp_path / "a.jpg", photos.astronaut())
     real_open = open

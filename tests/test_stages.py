@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.params import load_params
-from tests.conftest import closed_port, tiny_params, write_params
+from tests.conftest import closed_port, copy_dvc_yaml, tiny_params, write_params
 
 
 def _run(args):
@@ -27,6 +27,7 @@ def synth_dir(tmp_path_factory):
     """A tiny synthetic set rendered once for the module."""
     root = tmp_path_factory.mktemp("synth")
     write_params(root / "params.yaml", tiny_params())
+    copy_dvc_yaml(root)
     import os
 
     old = os.getcwd()
@@ -44,6 +45,7 @@ def synth_dir(tmp_path_factory):
 def test_synth_then_align_with_tracking_server_down(synth_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    copy_dvc_yaml(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
     write_params(tmp_path / "params.yaml", tiny_params())
     raw = synth_dir / "data/raw/synthetic"

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from lrlivae.data.aligned import AlignedWriter
 from pipeline.cli import app
 from pipeline.training import load_model
-from tests.conftest import REPO, set_param, tiny_params, write_params
+from tests.conftest import REPO, copy_dvc_yaml, set_param, tiny_params, write_params
 
 N_ID = 4
 
@@ -113,6 +113,7 @@ def _cmd(tmp_path, steps):
 
 def test_stage_killed_mid_run_resumes_to_the_same_weights(tmp_path):
     data = make_aligned(tmp_path / "data/aligned/labeled")
+    copy_dvc_yaml(tmp_path)  # the stand-in repository root (DVC_ROOT) of both runs
     p = train_params()
     p["train_gm"].update({"steps": 60, "checkpoint_every": 1})
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"

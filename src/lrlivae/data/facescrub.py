@@ -17,7 +17,7 @@ with <name> the list's name with spaces (and any path separators) replaced by "_
 first of jpg, jpeg, png, gif, bmp (lower case, then upper case) that exists. face_id is unique
 across both lists, so one downloaded file per row. `facescrub_image_stem` builds that path without
 the extension, for downloaders to use the same naming, and `read_facescrub_rows` gives them the
-parsed rows with their urls (lrlivae.data.download fetches them).
+parsed rows with their urls (lrlivae.fetch.download fetches them).
 
 Every row becomes a FaceRecord with identity = name, box = bbox and sha256 = the listed hash (the
 alignment step rejects files whose hash differs). Rows whose image is missing and malformed rows

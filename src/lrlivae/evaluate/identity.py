@@ -69,7 +69,7 @@ def chip_template_from_photos(images: list[np.ndarray], upsample: int = 1) -> tu
     used). Each photo: HOG detection (largest), 68-point landmarks -> five points, mapped by the chip transform
     of dlib's 5-point shape."""
     from lrlivae.faces.dlib_faces import import_dlib, load_model, shape_points
-    from lrlivae.faces.landmarks import five_from_68
+    from lrlivae.faces.common import five_from_68
 
     dlib = import_dlib()
     hog, sp68, sp5 = load_model("hog"), load_model("68"), load_model("5")

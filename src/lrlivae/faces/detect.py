@@ -20,31 +20,17 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
+from lrlivae.faces.common import Detection, check_rgb_image, reduce_image
 from lrlivae.faces.weights import S3FD_FILE, MissingWeightsError, cached_model, ensure_weights, resolve_device
 
 DETECTORS = ("opencv", "face_alignment", "annotations", "dlib_hog", "dlib_cnn")
 
 S3FD_MIN_SIDE = 32
-
-
-@dataclass
-class Detection:
-    """One detected face: box (x0, y0, x1, y1), confidence, optional (5, 2) landmarks."""
-
-    box: tuple[float, float, float, float]
-    score: float
-    landmarks: np.ndarray | None = None
-
-    @property
-    def area(self) -> float:
-        x0, y0, x1, y1 = self.box
-        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
 class Detector(Protocol):
@@ -66,22 +52,6 @@ def pick_face(detections: list[Detection], min_score: float = 0.0) -> Detection 
         return None
     amax = max(d.area for d in ok)
     return max((d for d in ok if d.area >= amax * (1.0 - SIZE_TIE)), key=lambda d: (d.score, d.area))
-
-
-def _reduce(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
-    """A copy with the longest side at most max_side, and its scale (reduced / original)."""
-    h, w = image.shape[:2]
-    if not max_side or max(h, w) <= max_side:
-        return image, 1.0
-    s = max_side / float(max(h, w))
-    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return small, s
-
-
-def check_rgb_image(image: np.ndarray) -> None:
-    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
-        raise TypeError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(image, 'shape', None)} "
-                        f"{getattr(image, 'dtype', type(image))}")
 
 
 # --------------------------------------------------------------------------------------- OpenCV
@@ -133,7 +103,7 @@ class OpenCVDetector:
 
     def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]:
         check_rgb_image(image_rgb)
-        small, s = _reduce(image_rgb, self.max_side)
+        small, s = reduce_image(image_rgb, self.max_side)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         if self.equalize:
             gray = cv2.equalizeHist(gray)
@@ -188,7 +158,7 @@ class FaceAlignmentDetector:
     def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]:
         check_rgb_image(image_rgb)
         net = self._net()
-        small, s = _reduce(image_rgb, self.max_side)
+        small, s = reduce_image(image_rgb, self.max_side)
         h, w = small.shape[:2]
         if h < S3FD_MIN_SIDE or w < S3FD_MIN_SIDE:  # its pooling stack needs 32 px; pad bottom / right
             small = cv2.copyMakeBorder(

@@ -15,7 +15,7 @@ Both detect on a copy reduced to `max_side` pixels (longest side) and scale the 
 Landmarks (`make_landmarker("dlib", model="68" | "5")`):
 
 * "68": the iBUG 300-W ensemble of regression trees (Kazemi and Sullivan, 2014), reduced to the project's
-        five points as for face-alignment (lrlivae.faces.landmarks.five_from_68). Its training data (iBUG
+        five points as for face-alignment (lrlivae.faces.common.five_from_68). Its training data (iBUG
         300-W) is licensed for non-commercial use only.
 * "5":  dlib's own five-point model (two corners of each eye, the base of the nose; trained by dlib on
         its own data, free for commercial use). It has no mouth points: the eye centres fix the
@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 
 from lrlivae.faces.align import TEMPLATE_64, similarity_transform, transform_points
-from lrlivae.faces.detect import Detection, _reduce, check_rgb_image
+from lrlivae.faces.common import Detection, check_rgb_image, five_from_68, reduce_image
 from lrlivae.faces.weights import cached_model
-from lrlivae.faces.landmarks import five_from_68
 
 MODEL_FILES = {
     "cnn": "mmod_human_face_detector.dat",
@@ -128,7 +127,7 @@ class _DlibDetector:
 
     def detect(self, image_rgb: np.ndarray, record: Any = None) -> list[Detection]:
         check_rgb_image(image_rgb)
-        small, s = _reduce(image_rgb, self.max_side)
+        small, s = reduce_image(image_rgb, self.max_side)
         out = []
         for (x0, y0, x1, y1), score in self._raw(np.ascontiguousarray(small)):
             if x1 > x0 and y1 > y0 and score >= self.min_score:

@@ -19,17 +19,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lrlivae.faces.detect import Detection, check_rgb_image
+from lrlivae.faces.common import Detection, check_rgb_image, five_from_68
 from lrlivae.faces.weights import FAN_FILE, cached_model, ensure_weights, resolve_device
 
 LANDMARKERS = ("face_alignment", "annotations", "none", "dlib")
-
-# 68-point indices (0-based) for the five points.
-_LEFT_EYE = slice(36, 42)
-_RIGHT_EYE = slice(42, 48)
-_NOSE_TIP = 30
-_MOUTH_LEFT = 48
-_MOUTH_RIGHT = 54
 
 
 class LandmarksOutsideDetection(Exception):
@@ -47,17 +40,6 @@ class Landmarker(Protocol):
     name: str
 
     def landmarks(self, image_rgb: np.ndarray, detection: Detection, record: Any = None) -> np.ndarray | None: ...
-
-
-def five_from_68(points: np.ndarray) -> np.ndarray:
-    """(68, 2+) iBUG points -> (5, 2): left eye, right eye, nose tip, left / right mouth corner."""
-    p = np.asarray(points, dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] != 68 or p.shape[1] < 2:
-        raise ValueError(f"expected (68, 2) landmarks, got {p.shape}")
-    p = p[:, :2]
-    return np.stack(
-        [p[_LEFT_EYE].mean(0), p[_RIGHT_EYE].mean(0), p[_NOSE_TIP], p[_MOUTH_LEFT], p[_MOUTH_RIGHT]]
-    )
 
 
 def inside_box(points: np.ndarray, box, grow: float = 0.25) -> bool:

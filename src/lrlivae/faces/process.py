@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lrlivae.imageio import DEFAULT_MAX_PIXELS, BadImage, read_image, sha256_file
+from lrlivae.imageio import DEFAULT_MAX_PIXELS, BadImage, DecodedImage, read_image, sha256_file
 from lrlivae.records import FaceRecord, Reject
 from lrlivae.faces.align import align_box, align_landmarks
+from lrlivae.faces.common import Detection
 from lrlivae.faces.detect import Detector, pick_face
 from lrlivae.faces.landmarks import Landmarker, LandmarksOutsideDetection
 
@@ -69,57 +70,19 @@ def align_record(
     """Align one record; see the module docstring."""
     if record.pixels is not None:
         return _resize_pixels(record, size)
-
-    path = record.path
-    if record.sha256:
-        try:
-            got = sha256_file(path)
-        except FileNotFoundError:
-            return Reject(path, "missing file")
-        except OSError as e:
-            return Reject(path, f"unreadable file ({e.strerror or e})")
-        if got.lower() != record.sha256.lower():
-            return Reject(path, f"sha256 mismatch (listed {record.sha256[:12]}..., file {got[:12]}...)")
-
     try:
-        decoded = read_image(path, max_pixels=max_pixels)
-    except BadImage as e:
-        return Reject(path, e.reason)
-    image, scale = decoded.rgb, decoded.scale
-    rec = _scaled_record(record, scale)
-
-    found = [d for d in detector.detect(image, rec) if d.score >= min_score and d.area > 0]
-    face = pick_face(found, min_score)
-    if face is None:
-        return Reject(path, "no face detected")
-    kept = "only face" if len(found) == 1 else _why_kept(face, found, scale)
-    if _inside_fraction(face.box, image.shape) < MIN_BOX_INSIDE:
-        return Reject(path, "face box lies outside the image")
-
-    try:
-        lm = landmarker.landmarks(image, face, rec)
-    except LandmarksOutsideDetection as e:
-        return Reject(path, e.reason)
-
-    try:
-        if lm is not None:
-            crop, m = align_landmarks(image, lm, size)
-            method = "landmarks"
-        else:
-            crop, m = align_box(image, face.box, margin, size)
-            method = "box"
-    except ValueError as e:  # degenerate / non-finite landmarks or an empty box
-        return Reject(path, f"alignment failed ({e})")
-
-    # Report geometry in the file's pixels, whatever reduction the decoder applied.
-    inv = 1.0 / scale
-    box = tuple(float(v) * inv for v in face.box)
-    lm_file = None if lm is None else np.asarray(lm, dtype=np.float64) * inv
-    m_file = m.copy()
-    m_file[:, :2] *= scale
+        decoded = _read_verified(record, max_pixels)
+        image, scale = decoded.rgb, decoded.scale
+        rec = _scaled_record(record, scale)
+        face, found, kept = _detect_face(image, rec, detector, min_score, scale)
+        lm = _landmarks_in(face, image, rec, landmarker)
+        crop, m, method = _align(image, face, lm, margin, size)
+    except _Rejected as e:
+        return Reject(record.path, e.reason)
+    box, lm_file, m_file = _in_file_pixels(face.box, lm, m, scale)
     return AlignedFace(
         crop=np.ascontiguousarray(crop, dtype=np.uint8),
-        box=box,  # type: ignore[arg-type]
+        box=box,
         landmarks=lm_file,
         detector=getattr(detector, "name", type(detector).__name__),
         method=method,
@@ -129,6 +92,74 @@ def align_record(
         faces_found=len(found),
         face_kept=kept,
     )
+
+
+class _Rejected(Exception):
+    """A problem with the input: the record becomes a Reject with this reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _read_verified(record: FaceRecord, max_pixels: int) -> DecodedImage:
+    """The record's file decoded, after checking its sha256 when the source lists one."""
+    path = record.path
+    if record.sha256:
+        try:
+            got = sha256_file(path)
+        except FileNotFoundError:
+            raise _Rejected("missing file") from None
+        except OSError as e:
+            raise _Rejected(f"unreadable file ({e.strerror or e})") from None
+        if got.lower() != record.sha256.lower():
+            raise _Rejected(f"sha256 mismatch (listed {record.sha256[:12]}..., file {got[:12]}...)")
+    try:
+        return read_image(path, max_pixels=max_pixels)
+    except BadImage as e:
+        raise _Rejected(e.reason) from None
+
+
+def _detect_face(image: np.ndarray, rec: FaceRecord, detector: Detector, min_score: float, scale: float):
+    """(the face kept, every detection at or above min_score, why that face was kept)."""
+    found = [d for d in detector.detect(image, rec) if d.score >= min_score and d.area > 0]
+    face = pick_face(found, min_score)
+    if face is None:
+        raise _Rejected("no face detected")
+    kept = "only face" if len(found) == 1 else _why_kept(face, found, scale)
+    if _inside_fraction(face.box, image.shape) < MIN_BOX_INSIDE:
+        raise _Rejected("face box lies outside the image")
+    return face, found, kept
+
+
+def _landmarks_in(face: Detection, image: np.ndarray, rec: FaceRecord, landmarker: Landmarker) -> np.ndarray | None:
+    """The five landmarks of `face`, or None when the landmarker gives none."""
+    try:
+        return landmarker.landmarks(image, face, rec)
+    except LandmarksOutsideDetection as e:
+        raise _Rejected(e.reason) from None
+
+
+def _align(image: np.ndarray, face: Detection, lm: np.ndarray | None, margin: float, size: int):
+    """(crop, 2x3 transform, method): similarity alignment on the landmarks, else a crop of the box."""
+    try:
+        if lm is not None:
+            crop, m = align_landmarks(image, lm, size)
+            return crop, m, "landmarks"
+        crop, m = align_box(image, face.box, margin, size)
+        return crop, m, "box"
+    except ValueError as e:  # degenerate / non-finite landmarks or an empty box
+        raise _Rejected(f"alignment failed ({e})") from None
+
+
+def _in_file_pixels(box, lm: np.ndarray | None, m: np.ndarray, scale: float):
+    """(box, landmarks, 2x3 transform) in the file's pixels, whatever reduction the decoder applied."""
+    inv = 1.0 / scale
+    box_file = tuple(float(v) * inv for v in box)
+    lm_file = None if lm is None else np.asarray(lm, dtype=np.float64) * inv
+    m_file = m.copy()
+    m_file[:, :2] *= scale
+    return box_file, lm_file, m_file
 
 
 def _why_kept(face, found, scale: float) -> str:

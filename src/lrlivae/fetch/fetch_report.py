@@ -1,4 +1,4 @@
-"""What the FaceScrub downloader (lrlivae.data.download) tells its user: the progress display while it
+"""What the FaceScrub downloader (lrlivae.fetch.download) tells its user: the progress display while it
 runs, the summary table at the end, and the plan of a dry run.
 
 `FetchProgress` shows images/s, MB/s and the failures by reason: a tqdm bar on a terminal, else one line

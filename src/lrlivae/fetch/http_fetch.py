@@ -1,14 +1,14 @@
 """One HTTP(S) GET of one url into a caller's file, on urllib3, politely: the download layer of
-`lrlivae.data.download`.
+`lrlivae.fetch.download`.
 
 `HttpClient.get(url, sink)` makes one attempt: it follows redirects itself (relative, absolute, to
 other hosts; at most `max_redirects`; a url seen twice is a "redirect loop"), holds a host slot for each
-request (`lrlivae.data.host_pool.HostLimiter`: at most `per_host` requests at a time to one host name,
+request (`lrlivae.fetch.host_pool.HostLimiter`: at most `per_host` requests at a time to one host name,
 every hop counted against its own host), streams the body (gzip / deflate content-encoding decoded)
 into `sink` while hashing it, and stops at `max_bytes`, at `timeout` seconds without a byte (urllib3
 `Timeout` for the connect and each read) or when the whole transfer takes over ATTEMPT_TIMEOUT_FACTOR x
 timeout. Connections are pooled and kept alive (urllib3 `PoolManager`); with `env_proxy` the HTTP_PROXY /
-HTTPS_PROXY / NO_PROXY environment (`lrlivae.data.proxy_env`) picks a `ProxyManager` per url.
+HTTPS_PROXY / NO_PROXY environment (`lrlivae.fetch.proxy_env`) picks a `ProxyManager` per url.
 
 Every problem raises `Failure(reason, retry)`; whether and when to try again is decided with urllib3's
 `Retry` (`new_retry`, `next_retry`): transient failures (connection errors, timeouts, resets, bodies cut
@@ -36,8 +36,8 @@ from urllib3.exceptions import (
 )
 from urllib3.util import Retry, Timeout, parse_url
 
-from lrlivae.data.host_pool import HostLimiter
-from lrlivae.data.proxy_env import proxy_for
+from lrlivae.fetch.host_pool import HostLimiter
+from lrlivae.fetch.proxy_env import proxy_for
 
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 60

@@ -1,4 +1,4 @@
-"""A pool of worker threads that is polite to hosts: the scheduling of `lrlivae.data.download`.
+"""A pool of worker threads that is polite to hosts: the scheduling of `lrlivae.fetch.download`.
 
 `HostPool(tasks, step, workers=, per_host=).run()` calls `step(task)` on `workers` threads and yields each
 task once `step` returns None (settled). Tasks are handed out round-robin over their `host` attribute,

@@ -6,9 +6,9 @@ comes from the list's name and face_id, never from the url (a resolved path outs
 refused), the extension from the image format found in the body (jpg, png, gif, bmp).
 
 HTTP (urllib3: pooled connections, proxies from the environment, redirects, timeouts, gzip, size caps,
-the retry policy) is `lrlivae.data.http_fetch`; the rows are scheduled by `lrlivae.data.host_pool`
+the retry policy) is `lrlivae.fetch.http_fetch`; the rows are scheduled by `lrlivae.fetch.host_pool`
 (`workers` threads, round-robin over hosts, at most `per_host` rows of a host in flight, a row waiting
-for its retry back in the queue); progress, the closing table and dry runs are `lrlivae.data.fetch_report`.
+for its retry back in the queue); progress, the closing table and dry runs are `lrlivae.fetch.fetch_report`.
 
 A body is streamed to a hidden temporary file (".<base>.<random>.part") in its final folder, hashed on
 the way, fsynced, checked (the list's sha256 when it has one, and it must decode as an image) and only
@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Sequence
 
 from lrlivae.data.facescrub import IMAGE_EXTENSIONS, facescrub_folder_name, facescrub_image_stem, read_facescrub_rows
-from lrlivae.data.fetch_report import FetchProgress, FetchSummary, row_host
-from lrlivae.data.host_pool import HostPool
-from lrlivae.data.http_fetch import HOST_GIVE_UP, Failure, HttpClient, new_retry, next_retry
+from lrlivae.fetch.fetch_report import FetchProgress, FetchSummary, row_host
+from lrlivae.fetch.host_pool import HostPool
+from lrlivae.fetch.http_fetch import HOST_GIVE_UP, Failure, HttpClient, new_retry, next_retry
 from lrlivae.imageio import BadImage, read_image, sha256_file
 from lrlivae.io import atomic_write_bytes
 

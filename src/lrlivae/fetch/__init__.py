@@ -1,0 +1,1 @@
+"""The FaceScrub downloader: HTTP client, proxies, per-host scheduling, manifest and progress report."""
