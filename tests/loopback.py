@@ -35,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
             srv.max_active[path] = max(srv.max_active.get(path, 0), srv.active[path])
             srv.active_all += 1
             srv.max_active_all = max(srv.max_active_all, srv.active_all)
+        self._active_path, self._counted = path, True
         try:
             route = srv.routes.get(path)
             if route is None:
@@ -44,11 +45,18 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
         finally:
-            with srv.lock:
-                srv.active[path] -= 1
-                srv.active_all -= 1
+            self._finished()
             if srv.close_after_response:  # drop the kept-alive connection without saying so
                 self.close_connection = True
+
+    def _finished(self) -> None:
+        """The request no longer counts as in progress: called before the last bytes go out, so that a client
+        that starts its next request the moment it has this response never sees it counted twice."""
+        if getattr(self, "_counted", False):
+            self._counted = False
+            with self.server.lock:
+                self.server.active[self._active_path] -= 1
+                self.server.active_all -= 1
 
     def reply(self, code: int, body: bytes = b"", ctype: str = "image/jpeg", headers: dict | None = None):
         self.send_response(code)
@@ -59,6 +67,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        self._finished()
         self.end_headers()
         self.wfile.write(body)
 
