@@ -111,7 +111,7 @@ def main() -> None:
         results["synth_plus_align_seconds"] = t_synth + t_align
         records = list_source("synthetic", tmp / "raw" / "labeled").records
         for workers in (1, 2):
-            cfg_w = params.align.model_copy(update={"workers": workers})
+            cfg_w = params.align.for_source("synthetic").model_copy(update={"workers": workers})
             (_, t) = timed(lambda: list(align_records(records, cfg_w, desc=f"workers={workers}")))
             results[f"align_frames_per_s_workers{workers}"] = len(records) / t
         results.update(loader_speed(tmp / "aligned" / "labeled", tmp))

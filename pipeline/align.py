@@ -89,6 +89,8 @@ def _check_backends(cfg: AlignParams) -> None:
 
 def align_records(records: list[FaceRecord], cfg: AlignParams, desc: str = "align"):
     """Yield align_record results in input order, with `cfg.workers` processes."""
+    if "auto" in (cfg.detector, cfg.landmarks):
+        raise ValueError("align_records needs the backends resolved for a source: AlignParams.for_source(kind)")
     worker_cfg = cfg.model_dump(mode="json")
     _check_backends(cfg)
     if cfg.workers <= 1 or len(records) < 2:

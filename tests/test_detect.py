@@ -189,7 +189,9 @@ def test_align_stage_passes_the_opencv_settings_to_the_detector(equalize, monkey
     from pipeline.align import _WORKER, _init_worker
     from pipeline.params import AlignParams
 
-    cfg = AlignParams.model_validate({"opencv": {"min_neighbors": 3, "equalize": equalize}}).model_dump()
+    cfg = AlignParams.model_validate({"opencv": {"min_neighbors": 3, "equalize": equalize}}).for_source("synthetic")
+    assert cfg.detector == "opencv"
+    cfg = cfg.model_dump()
     _init_worker(cfg)
     det = _WORKER.pop("detector")
     _WORKER.clear()

@@ -94,7 +94,8 @@ def test_queued_sweep_with_two_workers(scratch_repo):
 
     shown = pd.read_csv(io.StringIO(_sh(dvc + ["exp", "show", "--csv"], root, env)))
     exps = shown[shown["Experiment"].notna() & (shown["Experiment"].astype(str) != "")]
-    assert sorted(exps["lambda_lkd"].astype(float)) == [0.05, 0.1, 0.2], shown
+    col = next(c for c in shown.columns if c == "lambda_lkd" or c.endswith(":lambda_lkd"))
+    assert sorted(exps[col].astype(float)) == [0.05, 0.1, 0.2], shown.to_string()
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     exp_id = client.get_experiment_by_name("lrlivae").experiment_id
     parents = client.search_runs([exp_id], "tags.run_type = 'pipeline' and tags.dvc_exp_name != ''")
