@@ -1,14 +1,49 @@
 """params.yaml schema, part 1: the data stages (synth, align, fetch_facescrub), the model and the training
-stages. Each field's default is the library's (tests/test_one_default.py checks); pipeline.params loads."""
+stages; pipeline.params loads. A section that fills a library config is built from that config's fields
+(`library_fields`): their types, bounds, descriptions and defaults live in the library, once."""
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+import dataclasses
+import typing
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from lrlivae.nn.config import DATA_FIELDS, ModelConfig
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def library_fields(config: Any, only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (),
+                   **defaults: Any) -> dict[str, tuple[Any, Any]]:
+    """Field definitions for a params section from a library config (a dataclass, or an instance of one
+    whose values are the defaults): each field's annotated type (bounds and description included) and its
+    default; `defaults` give a stage's own default to a field the library leaves without one."""
+    cls = config if isinstance(config, type) else type(config)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if (only is not None and f.name not in only) or f.name in exclude:
+            continue
+        if f.name in defaults:
+            default = defaults[f.name]
+        elif not isinstance(config, type):
+            default = getattr(config, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = ...
+        out[f.name] = (hints[f.name], default)
+    return out
+
+
+def section(name: str, doc: str, *parts: dict[str, tuple[Any, Any]]) -> type[Strict]:
+    """A params section (a Strict model) whose fields are those of `parts` (from `library_fields`)."""
+    return create_model(name, __base__=Strict, __doc__=doc, **{k: v for part in parts for k, v in part.items()})
 
 
 # ---------------------------------------------------------------------------------------------- synth
@@ -142,27 +177,9 @@ class AlignParams(Strict):
 
 
 # ---------------------------------------------------------------------------------------------- model
-class ModelParams(Strict):
-    """The architecture (lrlivae.nn.config.ModelConfig); n_classes and image size come from the data."""
-
-    arch: Literal["small", "paper_faces", "paper_cifar"] = "small"
-    width: float = Field(default=1.0, gt=0, le=16, description="channel multiplier of the small nets")
-    dec_width: Optional[float] = Field(default=None, gt=0, le=16, description="the small decoder's own multiplier (None: width)")
-    dec_depth: int = Field(default=0, ge=0, le=8, description="extra conv3x3 layers at each scale of the small decoder")
-    dec_up: Literal["transpose", "resize"] = Field(
-        default="transpose", description="decoder upsampling: transposed conv (paper) or nearest + conv3x3")
-    dec_norm: Literal["batch", "group", "none"] = Field(
-        default="batch", description="decoder normalisation: BatchNorm (paper), GroupNorm or none (same in training and use)")
-    disc_pool: Literal["mean", "sum"] = Field(default="mean", description="the discriminator's global pooling")
-    zs_dim: int = Field(default=32, ge=1, le=4096)
-    zu_dim: int = Field(default=32, ge=1, le=4096)
-    enc_hidden: Optional[int] = Field(default=None, ge=1)
-    adv_hidden: int = Field(default=256, ge=1)
-    disc_hidden: Optional[int] = Field(default=None, ge=1)
-    gm_var_min: float = Field(default=1e-3, gt=0)
-    gm_var_max: float = Field(default=1e2, gt=0)
-    gm_var_init: float = Field(default=1.0, gt=0)
-    gm_mean_init: float = Field(default=1.0, ge=0)
+ModelParams = section("ModelParams", "The architecture (lrlivae.nn.config.ModelConfig); the number of classes and "
+                      "the image size come from the data.",
+                      library_fields(ModelConfig, exclude=DATA_FIELDS + ("logvar_bound",)))
 
 
 # ---------------------------------------------------------------------------------------------- training

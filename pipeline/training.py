@@ -60,13 +60,8 @@ def fitting_batch_size(name: str, batch_size: int, world: int, rows: dict[str, i
 
 
 def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig:
-    m = params.model
-    return ModelConfig(arch=m.arch, image_size=image_size, zs_dim=m.zs_dim, zu_dim=m.zu_dim, n_classes=n_classes,
-                       width=m.width, dec_width=m.dec_width, dec_depth=m.dec_depth, dec_up=m.dec_up,
-                       dec_norm=m.dec_norm, disc_pool=m.disc_pool,
-                       enc_hidden=m.enc_hidden, adv_hidden=m.adv_hidden, disc_hidden=m.disc_hidden,
-                       gm_var_min=m.gm_var_min, gm_var_max=m.gm_var_max, gm_var_init=m.gm_var_init,
-                       gm_mean_init=m.gm_mean_init)
+    """The model's config: params.yaml `model`, with the image size and the number of classes of the data."""
+    return ModelConfig(**params.model.model_dump(), image_size=image_size, n_classes=n_classes)
 
 
 def loss_weights(params: Params, cfg: TrainCommon) -> LossWeights:
