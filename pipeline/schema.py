@@ -10,6 +10,8 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from lrlivae.nn.config import DATA_FIELDS, ModelConfig
+from lrlivae.train.settings import TrainSettings
+from lrlivae.train.steps import LossWeights
 
 
 class Strict(BaseModel):
@@ -41,9 +43,15 @@ def library_fields(config: Any, only: tuple[str, ...] | None = None, exclude: tu
     return out
 
 
-def section(name: str, doc: str, *parts: dict[str, tuple[Any, Any]]) -> type[Strict]:
-    """A params section (a Strict model) whose fields are those of `parts` (from `library_fields`)."""
-    return create_model(name, __base__=Strict, __doc__=doc, **{k: v for part in parts for k, v in part.items()})
+def section(name: str, doc: str, *parts: dict[str, tuple[Any, Any]], base: type[Strict] = Strict) -> type[Strict]:
+    """A params section (a Strict model, or a subclass of `base`) with the fields of `parts` (`library_fields`)."""
+    return create_model(name, __base__=base, __doc__=doc, **{k: v for part in parts for k, v in part.items()})
+
+
+def values_for(part: BaseModel, config: type) -> dict[str, Any]:
+    """A section's values of the fields a library config has (the keyword arguments that fill it)."""
+    names = {f.name for f in dataclasses.fields(config)}
+    return {k: v for k, v in part if k in names}
 
 
 # ---------------------------------------------------------------------------------------------- synth
@@ -186,61 +194,30 @@ ModelParams = section("ModelParams", "The architecture (lrlivae.nn.config.ModelC
 TRAIN_STAGES = ("train_gm", "train_joint", "finetune_semi")
 
 
-class TrainShared(Strict):
-    """params.yaml `train:`, the settings the three training stages share (library defaults:
-    lrlivae.train.loop.TrainSettings); a stage's own section overrides any of them for that stage."""
+PAPER_SYMBOLS = ("lambda_lkd", "lambda_kl", "lambda_rec")  # top-level keys of params.yaml (with n_gm, seed)
+SHARED_SETTINGS = ("batch_size", "lr", "beta1", "beta2", "sigma_lr_decay", "sigma_lr_decay_epochs", "checkpoint_every",
+                   "log_every", "precision", "gm_shift", "gm_flip", "gm_color", "gm_refit", "dec_bn_refresh")
+SHARED_WEIGHTS = ("margin", "lkd_reduction")
 
-    batch_size: int = Field(default=64, ge=2, le=65536)
-    lr: float = Field(default=5e-4, gt=0, le=1)
-    beta1: float = Field(default=0.0, ge=0, lt=1)
-    beta2: float = Field(default=0.9, ge=0, lt=1)
-    sigma_lr_decay: float = Field(default=0.01, gt=0, le=1, description="GM variance lr factor ...")
-    sigma_lr_decay_epochs: float = Field(default=2.0, ge=0, description="... after this many GM epochs")
-    margin: float = Field(default=0.0, ge=0, description="GM-loss margin alpha")
-    lkd_reduction: Literal["mean", "sum"] = "sum"
-    checkpoint_every: int = Field(default=100, ge=1)
-    log_every: int = Field(default=10, ge=1)
+
+class StageDevice(Strict):
+    """What a training stage runs on and shows, beside its library settings."""
+
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
     grid_classes: int = Field(default=8, ge=1, description="classes shown in the per-epoch sample grid")
-    gm_shift: int = Field(default=0, ge=0, le=16, description="GM steps: random shifts of up to this many pixels")
-    gm_flip: bool = Field(default=False, description="GM steps: random left-right mirrors of the batch images")
-    gm_color: float = Field(default=0.0, ge=0.0, le=0.5, description="GM steps: random light gain / warmth of each image, strength a")
-    gm_refit: Literal["none", "end", "epoch"] = Field(
-        default="none", description="set Sigma_c to the variance of the class's training codes: at the end, or every epoch")
-    dec_bn_refresh: int = Field(default=100, ge=0, le=100_000, description="joint / semi: recompute the decoder's "
-                                "batch-norm statistics over this many batches of prior samples at the end (0: off)")
 
 
-class TrainCommon(TrainShared):
-    steps: int = Field(ge=1, description="GM steps (train_gm) or Algorithm 1 iterations (train_joint)")
-
-
-class TrainGMParams(TrainCommon):
-    steps: int = Field(default=1200, ge=1)
-
-
-class TrainJointParams(TrainCommon):
-    steps: int = Field(default=400, ge=1)
-    rec_s: float = Field(default=1.0, ge=0, description="L_rec weight in the Encoder^s update")
-    rec_dec: float = Field(default=10.0, gt=0, description="L_rec weight in the decoder update")
-    adv_e: float = Field(default=1.0, ge=0, description="L_E^adv weight in the Encoder^u update")
-    gan_g: float = Field(default=1.0, ge=0, description="generator GAN weight; 0 turns the discriminator off")
-    gan_loss: Literal["hinge", "bce"] = "hinge"
-    adv_input: Literal["sample", "mean"] = Field(
-        default="sample", description="the adversarial classifier reads the sampled z_u or its mean")
-    gan_fake_weight: float = Field(default=1.0, gt=0, le=1,
-                                   description="weight of the reconstruction and sample terms in the D loss")
-    gan_rec_weight: float = Field(default=1.0, ge=0, le=1,
-                                  description="weight of the reconstruction among D's fake terms (0: samples only)")
-    r1: float = Field(default=0.0, ge=0, le=100, description="R1 gradient penalty gamma on real images (D loss)")
-    kl_reduction: Literal["mean", "sum"] = "mean"
-    rec_reduction: Literal["mean", "sum"] = "mean"
-    cyc_s: float = Field(default=0.0, ge=0, description="decoder: ||Encoder^s(x_p') - z_s^p||^2 of prior samples (frozen Encoder^s)")
-    cyc_u: float = Field(default=0.0, ge=0, description="decoder: ||mu_u(x_p') - z_u^p||^2 of prior samples (frozen Encoder^u)")
-    fm: float = Field(default=0.0, ge=0, description="decoder: reconstruction distance in D's second feature map")
-    d_lr_mult: float = Field(default=1.0, gt=0, le=100, description="the discriminator's learning rate is lr times this")
-    n_d: int = Field(default=0, ge=0, le=8, description="discriminator-only steps on each batch before the joint step")
+TrainShared = section(
+    "TrainShared", "params.yaml `train:`, the settings the three training stages share (lrlivae.train.settings."
+    "TrainSettings, lrlivae.train.steps.LossWeights); a stage's own section overrides any of them for that stage.",
+    library_fields(TrainSettings, only=SHARED_SETTINGS), library_fields(LossWeights, only=SHARED_WEIGHTS),
+    base=StageDevice)
+TrainGMParams = section("TrainGMParams", "train_gm: GM steps on Encoder^s and the prior.",
+                        library_fields(TrainSettings, only=("steps",), steps=1200), base=TrainShared)
+TrainJointParams = section(
+    "TrainJointParams", "train_joint: Algorithm 1, every network on its own loss terms.",
+    library_fields(TrainSettings, only=("steps", "d_lr_mult", "n_d"), steps=400),
+    library_fields(LossWeights, exclude=PAPER_SYMBOLS + SHARED_WEIGHTS), base=TrainShared)
 
 
 # ---------------------------------------------------------------------------------------------- fetch_facescrub
@@ -257,12 +234,11 @@ class FetchFaceScrubParams(Strict):
     env_proxy: bool = Field(default=True, description="use HTTP_PROXY / HTTPS_PROXY / NO_PROXY; --no-env-proxy: off")
 
 
-class FinetuneSemiParams(TrainJointParams):
-    steps: int = Field(default=200, ge=1)
-    mix_labeled: float = Field(default=0.0, ge=0, le=1, description="fraction of steps on a labeled batch")
-    semi_n_gm: int = Field(default=0, ge=0, le=16, description="GM steps on labeled batches per fine-tuning step")
-    pseudo_label_threshold: float = Field(
-        default=0.0, ge=0, le=1, description="unlabeled z_s with max GM posterior >= this follow that class (0: off)")
+class FinetuneSemiParams(section("FinetuneSemiSettings", "", library_fields(
+        TrainSettings, only=("steps", "mix_labeled", "semi_n_gm", "pseudo_label_threshold"), steps=200),
+        base=TrainJointParams)):
+    """finetune_semi: Algorithm 1 on unlabeled faces (Sec. 3.6), and the swap measurements after it."""
+
     swap_pairs: int = Field(default=400, ge=10, description="random swap pairs measured")
     predictor_epochs: int = Field(default=30, ge=1, description="epochs of the factor predictor")
     grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")
