@@ -187,13 +187,11 @@ class AlignParams(Strict):
 # ---------------------------------------------------------------------------------------------- model
 ModelParams = section("ModelParams", "The architecture (lrlivae.nn.config.ModelConfig); the number of classes and "
                       "the image size come from the data.",
-                      library_fields(ModelConfig, exclude=DATA_FIELDS + ("logvar_bound",)))
+                      library_fields(ModelConfig, exclude=DATA_FIELDS + ("logvar_bound",)))  # logvar_bound: fixed
 
 
 # ---------------------------------------------------------------------------------------------- training
 TRAIN_STAGES = ("train_gm", "train_joint", "finetune_semi")
-
-
 PAPER_SYMBOLS = ("lambda_lkd", "lambda_kl", "lambda_rec")  # top-level keys of params.yaml (with n_gm, seed)
 SHARED_SETTINGS = ("batch_size", "lr", "beta1", "beta2", "sigma_lr_decay", "sigma_lr_decay_epochs", "checkpoint_every",
                    "log_every", "precision", "gm_shift", "gm_flip", "gm_color", "gm_refit", "dec_bn_refresh")
@@ -212,6 +210,7 @@ TrainShared = section(
     "TrainSettings, lrlivae.train.steps.LossWeights); a stage's own section overrides any of them for that stage.",
     library_fields(TrainSettings, only=SHARED_SETTINGS), library_fields(LossWeights, only=SHARED_WEIGHTS),
     base=StageDevice)
+# `steps` has no library default: each stage's own is given here
 TrainGMParams = section("TrainGMParams", "train_gm: GM steps on Encoder^s and the prior.",
                         library_fields(TrainSettings, only=("steps",), steps=1200), base=TrainShared)
 TrainJointParams = section(
