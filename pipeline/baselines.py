@@ -45,6 +45,7 @@ from lrlivae.train.loop import TrainSettings
 from lrlivae.evaluate.protocol import generation_metrics, inpainting_metrics
 from pipeline.evaluate import judge_reference, protocol, write_figures
 from pipeline.params import Params
+from pipeline.schema import values_for
 from pipeline.tracking import stage_run
 from pipeline.training import (TrainingError, fingerprint, finish_stage, fitting_batch_size, model_config,
                                run_trainer)
@@ -95,9 +96,8 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
     model, disc = build_baseline(bcfg).to(device), build_discriminator(bcfg)
     disc = disc.to(device) if disc is not None else None
     weights = baseline_weights(params, kind)
-    settings = TrainSettings(mode="joint", steps=steps, batch_size=batch, n_gm=0, lr=cfg.lr, beta1=cfg.beta1,
-                             beta2=cfg.beta2, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-                             precision=cfg.precision, seed=params.seed)
+    settings = TrainSettings(**{**values_for(cfg, TrainSettings), "steps": steps, "batch_size": batch}, mode="joint",
+                             n_gm=0, seed=params.seed)
     run_id = fingerprint({"stage": "train_baseline", "kind": kind, "steps": steps, "weights": weights.__dict__,
                           "common": {**cfg.model_dump(mode="json"), "batch_size": batch}, "model": bcfg.to_dict(),
                           "seed": params.seed, "world": info.world}, [data_dir])

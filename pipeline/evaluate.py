@@ -26,6 +26,7 @@ from lrlivae.evaluate.identity import REAL_FACE_SOURCES, JudgeReference, judge_e
 from lrlivae.evaluate.protocol import EvalProtocol, score_model
 from lrlivae.io import atomic_write_bytes, atomic_write_json, save_png
 from pipeline.params import Params
+from pipeline.schema import values_for
 from pipeline.tracking import stage_run
 from pipeline.training import load_model
 
@@ -70,8 +71,7 @@ def judge_reference(params: Params, x_te: np.ndarray, y_te: np.ndarray) -> Judge
 
 def protocol(params: Params) -> EvalProtocol:
     """The evaluation protocol's settings from params.yaml `evaluate`."""
-    cfg = params.evaluate
-    return EvalProtocol(per_class=cfg.per_class, splits=cfg.splits, nuisance_factors=tuple(cfg.nuisance_factors))
+    return EvalProtocol(**values_for(params.evaluate, EvalProtocol))
 
 
 def load_scored(model_path: Path, ev_meta: dict, evaluator_path: Path, device):

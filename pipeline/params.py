@@ -12,23 +12,25 @@ import hashlib
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from pipeline.schema import (TRAIN_STAGES, AlignParams, AlignSource, FetchFaceScrubParams, FinetuneSemiParams,  # noqa: F401
-                             DlibOptions, ModelParams, OpenCVDetector, SourceKind, Split, Strict, SynthParams, SynthSet,
-                             TrainCommon, TrainGMParams, TrainJointParams, TrainShared, UnlabeledSource)
+from lrlivae.train.settings import TrainSettings
+from lrlivae.train.steps import LossWeights
+from pipeline.schema import (PAPER_SYMBOLS, TRAIN_STAGES, AlignParams, AlignSource, FetchFaceScrubParams,  # noqa: F401
+                             FinetuneSemiParams, DlibOptions, ModelParams, OpenCVDetector, SourceKind, Split, Strict,
+                             SynthParams, SynthSet, TrainGMParams, TrainJointParams, TrainShared, UnlabeledSource,
+                             library_fields, section)
 from pipeline.schema_eval import (BaselineCommon, BaselineKind, BaselinesParams, CGANParams, CVAEGANParams,  # noqa: F401
                                   CVAEParams, EvaluateParams, ToyParams, TrainEvaluatorParams)
 
 
 # ---------------------------------------------------------------------------------------------- root
-class Params(Strict):
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    # Paper symbols (Algorithm 1, Eq. 9). Defaults for the synthetic set are chosen by measurement.
-    lambda_lkd: float = Field(default=0.1, ge=0.0)
-    lambda_kl: float = Field(default=1.0, ge=0.0)
-    lambda_rec: float = Field(default=10.0, ge=0.0)
-    n_gm: int = Field(default=3, ge=0, le=100)
+TopLevel = section("TopLevel", "The seed and the paper symbols (Algorithm 1, Eq. 9), read by every stage.",
+                   library_fields(TrainSettings, only=("seed",)), library_fields(LossWeights, only=PAPER_SYMBOLS),
+                   library_fields(TrainSettings, only=("n_gm",)))
+
+
+class Params(TopLevel):
     synth: SynthParams = SynthParams()
     align: AlignParams = AlignParams()
     model: ModelParams = ModelParams()

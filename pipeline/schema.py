@@ -1,14 +1,57 @@
 """params.yaml schema, part 1: the data stages (synth, align, fetch_facescrub), the model and the training
-stages. Each field's default is the library's (tests/test_one_default.py checks); pipeline.params loads."""
+stages; pipeline.params loads. A section that fills a library config is built from that config's fields
+(`library_fields`): their types, bounds, descriptions and defaults live in the library, once."""
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+import dataclasses
+import typing
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from lrlivae.nn.config import DATA_FIELDS, ModelConfig
+from lrlivae.train.settings import TrainSettings
+from lrlivae.train.steps import LossWeights
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def library_fields(config: Any, only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (),
+                   **defaults: Any) -> dict[str, tuple[Any, Any]]:
+    """Field definitions for a params section from a library config (a dataclass, or an instance of one
+    whose values are the defaults): each field's annotated type (bounds and description included) and its
+    default; `defaults` give a stage's own default to a field the library leaves without one."""
+    cls = config if isinstance(config, type) else type(config)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if (only is not None and f.name not in only) or f.name in exclude:
+            continue
+        if f.name in defaults:
+            default = defaults[f.name]
+        elif not isinstance(config, type):
+            default = getattr(config, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = ...
+        out[f.name] = (hints[f.name], default)
+    return out
+
+
+def section(name: str, doc: str, *parts: dict[str, tuple[Any, Any]], base: type[Strict] = Strict) -> type[Strict]:
+    """A params section (a Strict model, or a subclass of `base`) with the fields of `parts` (`library_fields`)."""
+    return create_model(name, __base__=base, __doc__=doc, **{k: v for part in parts for k, v in part.items()})
+
+
+def values_for(part: BaseModel, config: type) -> dict[str, Any]:
+    """A section's values of the fields a library config has (the keyword arguments that fill it)."""
+    names = {f.name for f in dataclasses.fields(config)}
+    return {k: v for k, v in part if k in names}
 
 
 # ---------------------------------------------------------------------------------------------- synth
@@ -142,88 +185,38 @@ class AlignParams(Strict):
 
 
 # ---------------------------------------------------------------------------------------------- model
-class ModelParams(Strict):
-    """The architecture (lrlivae.nn.config.ModelConfig); n_classes and image size come from the data."""
-
-    arch: Literal["small", "paper_faces", "paper_cifar"] = "small"
-    width: float = Field(default=1.0, gt=0, le=16, description="channel multiplier of the small nets")
-    dec_width: Optional[float] = Field(default=None, gt=0, le=16, description="the small decoder's own multiplier (None: width)")
-    dec_depth: int = Field(default=0, ge=0, le=8, description="extra conv3x3 layers at each scale of the small decoder")
-    dec_up: Literal["transpose", "resize"] = Field(
-        default="transpose", description="decoder upsampling: transposed conv (paper) or nearest + conv3x3")
-    dec_norm: Literal["batch", "group", "none"] = Field(
-        default="batch", description="decoder normalisation: BatchNorm (paper), GroupNorm or none (same in training and use)")
-    disc_pool: Literal["mean", "sum"] = Field(default="mean", description="the discriminator's global pooling")
-    zs_dim: int = Field(default=32, ge=1, le=4096)
-    zu_dim: int = Field(default=32, ge=1, le=4096)
-    enc_hidden: Optional[int] = Field(default=None, ge=1)
-    adv_hidden: int = Field(default=256, ge=1)
-    disc_hidden: Optional[int] = Field(default=None, ge=1)
-    gm_var_min: float = Field(default=1e-3, gt=0)
-    gm_var_max: float = Field(default=1e2, gt=0)
-    gm_var_init: float = Field(default=1.0, gt=0)
-    gm_mean_init: float = Field(default=1.0, ge=0)
+ModelParams = section("ModelParams", "The architecture (lrlivae.nn.config.ModelConfig); the number of classes and "
+                      "the image size come from the data.",
+                      library_fields(ModelConfig, exclude=DATA_FIELDS + ("logvar_bound",)))  # logvar_bound: fixed
 
 
 # ---------------------------------------------------------------------------------------------- training
 TRAIN_STAGES = ("train_gm", "train_joint", "finetune_semi")
+PAPER_SYMBOLS = ("lambda_lkd", "lambda_kl", "lambda_rec")  # top-level keys of params.yaml (with n_gm, seed)
+SHARED_SETTINGS = ("batch_size", "lr", "beta1", "beta2", "sigma_lr_decay", "sigma_lr_decay_epochs", "checkpoint_every",
+                   "log_every", "precision", "gm_shift", "gm_flip", "gm_color", "gm_refit", "dec_bn_refresh")
+SHARED_WEIGHTS = ("margin", "lkd_reduction")
 
 
-class TrainShared(Strict):
-    """params.yaml `train:`, the settings the three training stages share (library defaults:
-    lrlivae.train.loop.TrainSettings); a stage's own section overrides any of them for that stage."""
+class StageDevice(Strict):
+    """What a training stage runs on and shows, beside its library settings."""
 
-    batch_size: int = Field(default=64, ge=2, le=65536)
-    lr: float = Field(default=5e-4, gt=0, le=1)
-    beta1: float = Field(default=0.0, ge=0, lt=1)
-    beta2: float = Field(default=0.9, ge=0, lt=1)
-    sigma_lr_decay: float = Field(default=0.01, gt=0, le=1, description="GM variance lr factor ...")
-    sigma_lr_decay_epochs: float = Field(default=2.0, ge=0, description="... after this many GM epochs")
-    margin: float = Field(default=0.0, ge=0, description="GM-loss margin alpha")
-    lkd_reduction: Literal["mean", "sum"] = "sum"
-    checkpoint_every: int = Field(default=100, ge=1)
-    log_every: int = Field(default=10, ge=1)
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
     grid_classes: int = Field(default=8, ge=1, description="classes shown in the per-epoch sample grid")
-    gm_shift: int = Field(default=0, ge=0, le=16, description="GM steps: random shifts of up to this many pixels")
-    gm_flip: bool = Field(default=False, description="GM steps: random left-right mirrors of the batch images")
-    gm_color: float = Field(default=0.0, ge=0.0, le=0.5, description="GM steps: random light gain / warmth of each image, strength a")
-    gm_refit: Literal["none", "end", "epoch"] = Field(
-        default="none", description="set Sigma_c to the variance of the class's training codes: at the end, or every epoch")
-    dec_bn_refresh: int = Field(default=100, ge=0, le=100_000, description="joint / semi: recompute the decoder's "
-                                "batch-norm statistics over this many batches of prior samples at the end (0: off)")
 
 
-class TrainCommon(TrainShared):
-    steps: int = Field(ge=1, description="GM steps (train_gm) or Algorithm 1 iterations (train_joint)")
-
-
-class TrainGMParams(TrainCommon):
-    steps: int = Field(default=1200, ge=1)
-
-
-class TrainJointParams(TrainCommon):
-    steps: int = Field(default=400, ge=1)
-    rec_s: float = Field(default=1.0, ge=0, description="L_rec weight in the Encoder^s update")
-    rec_dec: float = Field(default=10.0, gt=0, description="L_rec weight in the decoder update")
-    adv_e: float = Field(default=1.0, ge=0, description="L_E^adv weight in the Encoder^u update")
-    gan_g: float = Field(default=1.0, ge=0, description="generator GAN weight; 0 turns the discriminator off")
-    gan_loss: Literal["hinge", "bce"] = "hinge"
-    adv_input: Literal["sample", "mean"] = Field(
-        default="sample", description="the adversarial classifier reads the sampled z_u or its mean")
-    gan_fake_weight: float = Field(default=1.0, gt=0, le=1,
-                                   description="weight of the reconstruction and sample terms in the D loss")
-    gan_rec_weight: float = Field(default=1.0, ge=0, le=1,
-                                  description="weight of the reconstruction among D's fake terms (0: samples only)")
-    r1: float = Field(default=0.0, ge=0, le=100, description="R1 gradient penalty gamma on real images (D loss)")
-    kl_reduction: Literal["mean", "sum"] = "mean"
-    rec_reduction: Literal["mean", "sum"] = "mean"
-    cyc_s: float = Field(default=0.0, ge=0, description="decoder: ||Encoder^s(x_p') - z_s^p||^2 of prior samples (frozen Encoder^s)")
-    cyc_u: float = Field(default=0.0, ge=0, description="decoder: ||mu_u(x_p') - z_u^p||^2 of prior samples (frozen Encoder^u)")
-    fm: float = Field(default=0.0, ge=0, description="decoder: reconstruction distance in D's second feature map")
-    d_lr_mult: float = Field(default=1.0, gt=0, le=100, description="the discriminator's learning rate is lr times this")
-    n_d: int = Field(default=0, ge=0, le=8, description="discriminator-only steps on each batch before the joint step")
+TrainShared = section(
+    "TrainShared", "params.yaml `train:`, the settings the three training stages share (lrlivae.train.settings."
+    "TrainSettings, lrlivae.train.steps.LossWeights); a stage's own section overrides any of them for that stage.",
+    library_fields(TrainSettings, only=SHARED_SETTINGS), library_fields(LossWeights, only=SHARED_WEIGHTS),
+    base=StageDevice)
+# `steps` has no library default: each stage's own is given here
+TrainGMParams = section("TrainGMParams", "train_gm: GM steps on Encoder^s and the prior.",
+                        library_fields(TrainSettings, only=("steps",), steps=1200), base=TrainShared)
+TrainJointParams = section(
+    "TrainJointParams", "train_joint: Algorithm 1, every network on its own loss terms.",
+    library_fields(TrainSettings, only=("steps", "d_lr_mult", "n_d"), steps=400),
+    library_fields(LossWeights, exclude=PAPER_SYMBOLS + SHARED_WEIGHTS), base=TrainShared)
 
 
 # ---------------------------------------------------------------------------------------------- fetch_facescrub
@@ -240,12 +233,11 @@ class FetchFaceScrubParams(Strict):
     env_proxy: bool = Field(default=True, description="use HTTP_PROXY / HTTPS_PROXY / NO_PROXY; --no-env-proxy: off")
 
 
-class FinetuneSemiParams(TrainJointParams):
-    steps: int = Field(default=200, ge=1)
-    mix_labeled: float = Field(default=0.0, ge=0, le=1, description="fraction of steps on a labeled batch")
-    semi_n_gm: int = Field(default=0, ge=0, le=16, description="GM steps on labeled batches per fine-tuning step")
-    pseudo_label_threshold: float = Field(
-        default=0.0, ge=0, le=1, description="unlabeled z_s with max GM posterior >= this follow that class (0: off)")
+class FinetuneSemiParams(section("FinetuneSemiSettings", "", library_fields(
+        TrainSettings, only=("steps", "mix_labeled", "semi_n_gm", "pseudo_label_threshold"), steps=200),
+        base=TrainJointParams)):
+    """finetune_semi: Algorithm 1 on unlabeled faces (Sec. 3.6), and the swap measurements after it."""
+
     swap_pairs: int = Field(default=400, ge=10, description="random swap pairs measured")
     predictor_epochs: int = Field(default=30, ge=1, description="epochs of the factor predictor")
     grid_size: int = Field(default=6, ge=1, description="rows and columns of the swap figure")

@@ -26,6 +26,7 @@ from lrlivae.toy import MODELS, ToyConfig, class_metrics, sample_half_circles, t
 from lrlivae.toy.data import N_CLASSES
 from lrlivae.toy.figure import fig2
 from pipeline.params import Params
+from pipeline.schema import values_for
 from pipeline.plots import write_toy_spread
 from pipeline.tracking import stage_run
 
@@ -36,10 +37,8 @@ MEASURES = ("std_ratio_y", "std_ratio_x", "swd")
 def toy_config(p: Params) -> ToyConfig:
     """The toy's config: its own section, and the paper's loss weights from the top level of params.yaml
     like every other stage (so `dvc exp run -S lambda_lkd=X` reaches it too)."""
-    fields = ToyConfig.__dataclass_fields__
-    cfg = {k: v for k, v in p.toy.model_dump().items() if k in fields}
-    cfg.update(lambda_lkd=p.lambda_lkd, lambda_kl=p.lambda_kl, lambda_rec=p.lambda_rec)
-    return ToyConfig(**{**cfg, "hidden": tuple(cfg["hidden"])})
+    return ToyConfig(**values_for(p.toy, ToyConfig), lambda_lkd=p.lambda_lkd, lambda_kl=p.lambda_kl,
+                     lambda_rec=p.lambda_rec)
 
 
 def summarise(per_seed: dict[str, list[dict]], seeds: list[int]) -> dict[str, float]:

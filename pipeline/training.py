@@ -21,7 +21,8 @@ from lrlivae.train import monitor
 from lrlivae.train.checkpoint import load_checkpoint
 from lrlivae.train.loop import NonFiniteLoss, Trainer, TrainSettings
 from lrlivae.train.steps import LossWeights
-from pipeline.params import Params, TrainCommon
+from pipeline.params import Params, TrainShared
+from pipeline.schema import values_for
 from pipeline.plots import write_curves
 from pipeline.tracking import stage_run
 
@@ -60,37 +61,17 @@ def fitting_batch_size(name: str, batch_size: int, world: int, rows: dict[str, i
 
 
 def model_config(params: Params, image_size: int, n_classes: int) -> ModelConfig:
-    m = params.model
-    return ModelConfig(arch=m.arch, image_size=image_size, zs_dim=m.zs_dim, zu_dim=m.zu_dim, n_classes=n_classes,
-                       width=m.width, dec_width=m.dec_width, dec_depth=m.dec_depth, dec_up=m.dec_up,
-                       dec_norm=m.dec_norm, disc_pool=m.disc_pool,
-                       enc_hidden=m.enc_hidden, adv_hidden=m.adv_hidden, disc_hidden=m.disc_hidden,
-                       gm_var_min=m.gm_var_min, gm_var_max=m.gm_var_max, gm_var_init=m.gm_var_init,
-                       gm_mean_init=m.gm_mean_init)
-
-
-def loss_weights(params: Params, cfg: TrainCommon) -> LossWeights:
-    extra = {}
-    for k in ("rec_s", "rec_dec", "adv_e", "gan_g", "gan_loss", "gan_fake_weight", "gan_rec_weight", "r1", "adv_input", "kl_reduction", "rec_reduction",
-              "cyc_s", "cyc_u", "fm"):
-        if hasattr(cfg, k):
-            extra[k] = getattr(cfg, k)
-    return LossWeights(lambda_lkd=params.lambda_lkd, lambda_kl=params.lambda_kl, lambda_rec=params.lambda_rec,
-                       margin=cfg.margin, lkd_reduction=cfg.lkd_reduction, **extra)
+    """The model's config: params.yaml `model`, with the image size and the number of classes of the data."""
+    return ModelConfig(**params.model.model_dump(), image_size=image_size, n_classes=n_classes)
 
 
 def train_settings(params: Params, stage: str) -> TrainSettings:
-    """The library's TrainSettings of a training stage, from its params section."""
-    cfg: TrainCommon = getattr(params, stage)
-    return TrainSettings(mode=MODES[stage], steps=cfg.steps, batch_size=cfg.batch_size, n_gm=params.n_gm, lr=cfg.lr,
-                         beta1=cfg.beta1, beta2=cfg.beta2, sigma_lr_decay=cfg.sigma_lr_decay,
-                         sigma_lr_decay_epochs=cfg.sigma_lr_decay_epochs, checkpoint_every=cfg.checkpoint_every,
-                         log_every=cfg.log_every, precision=cfg.precision, seed=params.seed,
-                         weights=loss_weights(params, cfg), mix_labeled=getattr(cfg, "mix_labeled", 0.0),
-                         semi_n_gm=getattr(cfg, "semi_n_gm", 0),
-                         pseudo_label_threshold=getattr(cfg, "pseudo_label_threshold", 0.0),
-                         gm_refit=cfg.gm_refit, gm_shift=cfg.gm_shift, gm_flip=cfg.gm_flip, gm_color=cfg.gm_color,
-                         d_lr_mult=getattr(cfg, "d_lr_mult", 1.0), n_d=getattr(cfg, "n_d", 0), dec_bn_refresh=cfg.dec_bn_refresh)
+    """The library's TrainSettings of a training stage: its params section, the seed and the paper symbols."""
+    cfg = getattr(params, stage)
+    weights = LossWeights(**values_for(cfg, LossWeights), lambda_lkd=params.lambda_lkd, lambda_kl=params.lambda_kl,
+                          lambda_rec=params.lambda_rec)
+    return TrainSettings(**values_for(cfg, TrainSettings), mode=MODES[stage], n_gm=params.n_gm, seed=params.seed,
+                         weights=weights)
 
 
 def load_model(path: Path, device="cpu"):
@@ -246,7 +227,7 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
     final_metrics(model, device) -> dict replaces the default measurements when given. curves_path: the
     logged loss terms per logged step as JSON rows (a DVC plot). MLflow: the run gets the data sets as
     inputs, the final metrics (headline ones on the parent run) and the model, registered as lrlivae-<stage>."""
-    cfg: TrainCommon = getattr(params, stage)
+    cfg: TrainShared = getattr(params, stage)
     mode = MODES[stage]
     info, device = ddp.init_from_env(cfg.device)
     torch.manual_seed(params.seed)

@@ -47,6 +47,11 @@ def _imports(path: Path) -> set[str]:
     return {n for n in out if _module_file(n) is not None}
 
 
+# The params schema imports the library's configs for their types, bounds and defaults only; a stage that
+# computes with a config imports its module itself. So what the schema alone reaches is not followed.
+PARAMS_SCHEMA = {"pipeline.params", "pipeline.schema", "pipeline.schema_eval"}
+
+
 def _closure(modules: set[str]) -> set[Path]:
     seen: set[str] = set()
     todo = list(modules)
@@ -55,7 +60,8 @@ def _closure(modules: set[str]) -> set[Path]:
         if m in seen:
             continue
         seen.add(m)
-        todo.extend(_imports(_module_file(m)) - seen)
+        if m not in PARAMS_SCHEMA:
+            todo.extend(_imports(_module_file(m)) - seen)
     return {_module_file(m) for m in seen}
 
 

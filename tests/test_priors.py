@@ -87,7 +87,7 @@ def test_variances_stay_in_bounds_after_huge_steps():
     for sign in (1.0, -1.0, 1.0):
         for _ in range(3):
             opt.zero_grad()
-            loss = sign * L.gm_loss(z, y, prior.means, prior.logvars, lkd_reduction="sum")
+            loss = sign * L.gm_loss(z, y, prior.means, prior.logvars, lambda_lkd=0.1, lkd_reduction="sum")
             loss.backward()
             opt.step()
         var = prior.variances.detach()
@@ -138,7 +138,7 @@ def test_gradcheck_gm_loss(alpha, red):
 def test_gm_loss_gradient_reaches_prior_parameters():
     prior = _randomise(_prior())
     z, y = torch.randn(8, 4, requires_grad=True), torch.randint(0, 3, (8,))
-    L.gm_loss(z, y, prior.means, prior.logvars).backward()
+    L.gm_loss(z, y, prior.means, prior.logvars, lambda_lkd=0.1).backward()
     for p in (z, prior.means, prior.logvar_raw):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 

@@ -110,7 +110,7 @@ def gm_loss(
     y: torch.Tensor,
     means: torch.Tensor,
     logvars: torch.Tensor,
-    lambda_lkd: float = 0.1,
+    lambda_lkd: float,
     alpha: float = 0.0,
     lkd_reduction: Reduction = "sum",
 ) -> torch.Tensor:

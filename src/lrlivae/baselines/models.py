@@ -19,10 +19,12 @@ Lr-LiVAE's label-free `reconstruct(x, sample)`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 
 from lrlivae.nn.config import ModelConfig
 from lrlivae.nn.decoder import Decoder, fc_bn_relu, reconstruction_statistics
@@ -43,7 +45,7 @@ class BaselineConfig:
     (arch, image size, n_classes, width, hidden sizes; its zs_dim / zu_dim are not used)."""
 
     kind: str
-    z_dim: int
+    z_dim: Annotated[int, Field(ge=1, le=4096, description="size of z (the label enters as one-hot)")]
     net: ModelConfig
 
     def __post_init__(self) -> None:

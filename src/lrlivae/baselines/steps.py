@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
 from lrlivae import losses
 from lrlivae.baselines import losses as blosses
@@ -41,12 +42,12 @@ from lrlivae.priors import randn
 class BaselineWeights:
     """Loss weights of one baseline (each uses the fields its step names)."""
 
-    rec: float = 10.0  # cvae, cvaegan: L_rec (mean squared error)
-    kl: float = 0.1  # cvae, cvaegan: L_kl (mean over z dims)
-    fm_d: float = 0.002  # cvaegan: pairwise D-feature matching in L_G
-    fm_c: float = 0.002  # cvaegan: pairwise C-feature matching in L_G
-    gd: float = 0.002  # cvaegan: L_GD, mean D-feature matching (generator)
-    gc: float = 0.002  # cvaegan: L_GC, class-mean C-feature matching (generator)
+    rec: Annotated[float, Field(ge=0, description="L_rec weight (mean squared error)")] = 10.0  # cvae, cvaegan
+    kl: Annotated[float, Field(ge=0, description="KL weight (mean over z dims)")] = 0.1  # cvae, cvaegan
+    fm_d: Annotated[float, Field(ge=0, description="pairwise D-feature matching in L_G")] = 0.002  # cvaegan
+    fm_c: Annotated[float, Field(ge=0, description="pairwise C-feature matching in L_G")] = 0.002  # cvaegan
+    gd: Annotated[float, Field(ge=0, description="L_GD, mean D-feature matching (generator)")] = 0.002  # cvaegan
+    gc: Annotated[float, Field(ge=0, description="L_GC, class-mean C-feature matching (generator)")] = 0.002
     gan_loss: Literal["hinge", "bce"] = "hinge"  # cgan, cvaegan: the discriminator's loss
 
     @classmethod

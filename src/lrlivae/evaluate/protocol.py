@@ -23,9 +23,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from lrlivae.data.aligned import AlignedFaces, to_float_tensor, to_uint8_images
 from lrlivae.encode import encode_rows, evaluating, gm_accuracy, probe_accuracy
@@ -43,11 +45,12 @@ DEFAULT_NUISANCE = ("yaw", "pitch", "smile", "mouth_open", "eyes_closed", "light
 
 @dataclass(frozen=True)
 class EvalProtocol:
-    """The protocol's settings (params.yaml `evaluate` fills them)."""
+    """The protocol's settings (params.yaml `evaluate` fills them; the bounds are checked there)."""
 
-    per_class: int = 50  # generated samples per class (paper: 100 for faces)
-    splits: int = 10  # Inception Score splits
-    nuisance_factors: tuple[str, ...] = DEFAULT_NUISANCE  # synthetic factors of disentanglement_gap's nuisance side
+    per_class: Annotated[int, Field(ge=2, description="generated samples per class (paper: 100 for faces)")] = 50
+    splits: Annotated[int, Field(ge=1, description="Inception Score splits")] = 10
+    nuisance_factors: Annotated[tuple[str, ...], Field(
+        description="synthetic factors of disentanglement_gap's nuisance side")] = DEFAULT_NUISANCE
 
 
 def generate_per_class(model, n_classes: int, per_class: int, seed: int, device) -> tuple[np.ndarray, np.ndarray]:

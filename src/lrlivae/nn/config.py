@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-ARCHS = ("small", "paper_faces", "paper_cifar")
-DEC_UP = ("transpose", "resize")
-DEC_NORM = ("batch", "group", "none")
-DISC_POOL = ("mean", "sum")
+from pydantic import Field
+
+Arch = Literal["small", "paper_faces", "paper_cifar"]
+DecUp = Literal["transpose", "resize"]
+DecNorm = Literal["batch", "group", "none"]
+DiscPool = Literal["mean", "sum"]
+ARCHS, DEC_UP, DEC_NORM, DISC_POOL = (get_args(t) for t in (Arch, DecUp, DecNorm, DiscPool))
+DATA_FIELDS = ("image_size", "channels", "n_classes")  # set from the data a model is trained on
 
 # Hidden sizes used when the config leaves them as None.
 _ENC_HIDDEN = {"small": 256, "paper_faces": 1024, "paper_cifar": 1024}
@@ -29,7 +33,7 @@ _DISC_HIDDEN = {"small": 256, "paper_faces": 1024, "paper_cifar": 512}
 DOWNSAMPLE = 16
 
 _PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(image_size=64, zs_dim=32, zu_dim=32),
+    "small": {},  # the defaults below
     "paper_faces": dict(image_size=64, zs_dim=512, zu_dim=512),
     "paper_cifar": dict(image_size=32, zs_dim=100, zu_dim=200),
 }
@@ -64,28 +68,34 @@ class ModelConfig:
     gm_var_min/max:   bounds of the GM prior's per-class variances sigma_c^2.
     gm_mean_init:     GM means start as N(0, (gm_mean_init^2 / zs_dim) I), so |mu_c| is about gm_mean_init.
     gm_var_init:      initial GM variance (every class, every dimension).
+    The Annotated bounds are checked where a config is read from a file (params.yaml); `validate` checks
+    what every config must satisfy.
     """
 
-    arch: str = "small"
+    arch: Arch = "small"
     image_size: int = 64
     channels: int = 3
-    zs_dim: int = 32
-    zu_dim: int = 32
+    zs_dim: Annotated[int, Field(ge=1, le=4096)] = 32
+    zu_dim: Annotated[int, Field(ge=1, le=4096)] = 32
     n_classes: int = 10
-    width: float = 1.0
-    dec_width: float | None = None
-    dec_depth: int = 0
-    dec_up: str = "transpose"
-    dec_norm: str = "batch"
-    disc_pool: str = "mean"
-    enc_hidden: int | None = None
-    adv_hidden: int = 256
-    disc_hidden: int | None = None
+    width: Annotated[float, Field(gt=0, le=16, description="channel multiplier of the small nets")] = 1.0
+    dec_width: Annotated[float | None, Field(gt=0, le=16, description="the small decoder's own multiplier "
+                                             "(None: width)")] = None
+    dec_depth: Annotated[int, Field(ge=0, le=8, description="extra conv3x3 layers at each scale of the small "
+                                    "decoder")] = 0
+    dec_up: Annotated[DecUp, Field(description="decoder upsampling: transposed conv (paper) or nearest + "
+                                   "conv3x3")] = "transpose"
+    dec_norm: Annotated[DecNorm, Field(description="decoder normalisation: BatchNorm (paper), GroupNorm or none "
+                                       "(same in training and use)")] = "batch"
+    disc_pool: Annotated[DiscPool, Field(description="the discriminator's global pooling")] = "mean"
+    enc_hidden: Annotated[int | None, Field(ge=1)] = None
+    adv_hidden: Annotated[int, Field(ge=1)] = 256
+    disc_hidden: Annotated[int | None, Field(ge=1)] = None
     logvar_bound: float = 10.0
-    gm_var_min: float = 1e-3
-    gm_var_max: float = 1e2
-    gm_mean_init: float = 1.0
-    gm_var_init: float = 1.0
+    gm_var_min: Annotated[float, Field(gt=0)] = 1e-3
+    gm_var_max: Annotated[float, Field(gt=0)] = 1e2
+    gm_mean_init: Annotated[float, Field(gt=0)] = 1.0
+    gm_var_init: Annotated[float, Field(gt=0)] = 1.0
 
     def __post_init__(self) -> None:
         self.validate()

@@ -25,10 +25,11 @@ the image model), L_lkd summed over z_s dimensions.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from lrlivae import losses
 from lrlivae.baselines.losses import class_mean_feature_matching, mean_feature_matching
@@ -44,29 +45,33 @@ MODELS = ("ours", "cvaegan")
 class ToyConfig:
     """Everything that shapes a toy run (the stage fills it from params.yaml: toy)."""
 
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 5e-4
-    beta1: float = 0.0  # Appendix B.4
-    beta2: float = 0.9
-    hidden: tuple[int, ...] = (32, 64, 64)  # both encoders, the discriminator; the decoder reversed
-    zs_dim: int = 2  # ours: label-relevant code
-    zu_dim: int = 2  # ours: label-irrelevant code
-    z_dim: int = 2  # cVAE-GAN: its code (the label enters as a one-hot)
-    adv_hidden: int = 32
-    gm_var_init: float = 0.1  # ours: initial variances and mean scale of the GM prior (lrlivae.priors)
-    gm_mean_init: float = 1.0
-    lambda_kl: float = 1.0  # both models' encoders
-    lambda_rec: float = 10.0
-    rec_dec: float = 10.0  # both models' decoders
-    lambda_lkd: float = 0.1  # ours
-    rec_s: float = 1.0
-    adv_e: float = 1.0
-    gan_g: float = 1.0
+    epochs: Annotated[int, Field(ge=1)] = 50
+    batch_size: Annotated[int, Field(ge=2)] = 64
+    lr: Annotated[float, Field(gt=0, le=1)] = 5e-4
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.0  # Appendix B.4
+    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    hidden: Annotated[tuple[int, ...], Field(min_length=1, description="MLP hidden units (encoders, D; the "
+                                             "decoder reversed)")] = (32, 64, 64)
+    zs_dim: Annotated[int, Field(ge=1, description="ours: label-relevant code")] = 2
+    zu_dim: Annotated[int, Field(ge=1, description="ours: label-irrelevant code")] = 2
+    z_dim: Annotated[int, Field(ge=1, description="cVAE-GAN: its code (the label is a one-hot input)")] = 2
+    adv_hidden: Annotated[int, Field(ge=1)] = 32
+    gm_var_init: Annotated[float, Field(gt=0, lt=100, description="ours: initial GM prior variances "
+                                        "(lrlivae.priors)")] = 0.1
+    gm_mean_init: Annotated[float, Field(ge=0)] = 1.0  # ours: mean scale of the GM prior
+    lambda_kl: float = LossWeights.lambda_kl  # both models' encoders
+    lambda_rec: float = LossWeights.lambda_rec
+    rec_dec: Annotated[float, Field(gt=0, description="both decoders")] = 10.0
+    lambda_lkd: float = LossWeights.lambda_lkd  # ours
+    rec_s: Annotated[float, Field(ge=0)] = 1.0
+    adv_e: Annotated[float, Field(ge=0)] = 1.0
+    gan_g: Annotated[float, Field(ge=0, description="ours: generator GAN weight")] = 1.0
     gan_loss: Literal["bce", "hinge"] = "bce"
-    n_gm: int = 1
-    gm_pretrain_epochs: int = 1
-    fm: float = 1.0  # cVAE-GAN: weight of L_GD + L_GC
+    n_gm: Annotated[int, Field(ge=0, le=100, description="GM steps per joint step (the toy's own; top-level "
+                               "n_gm is the faces')")] = 1
+    gm_pretrain_epochs: Annotated[int, Field(ge=0)] = 1
+    fm: Annotated[float, Field(ge=0, description="cVAE-GAN: weight of the mean feature matching terms "
+                               "L_GD + L_GC")] = 1.0
 
     def weights(self) -> LossWeights:
         return LossWeights(lambda_lkd=self.lambda_lkd, lambda_kl=self.lambda_kl, lambda_rec=self.lambda_rec,

@@ -26,9 +26,10 @@ spectral-norm power iteration advances once per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch.func import functional_call
 
 from lrlivae import losses
@@ -39,23 +40,31 @@ from lrlivae.priors import ambiguous_gaussian, randn
 class LossWeights:
     """Weights of every loss term (paper symbols first)."""
 
-    lambda_lkd: float = 0.1  # L_lkd in L_GM (Eq. 9) and in the Encoder^s joint update
-    lambda_kl: float = 1.0  # L_kl in the Encoder^u update
-    lambda_rec: float = 10.0  # L_rec in the Encoder^u update
-    rec_s: float = 1.0  # L_rec in the Encoder^s update
-    rec_dec: float = 10.0  # L_rec in the decoder update
-    adv_e: float = 1.0  # L_E^adv in the Encoder^u update
-    gan_g: float = 1.0  # L_GD^adv in the decoder update; 0 turns the pixel discriminator off
-    margin: float = 0.0  # GM-loss margin alpha
+    lambda_lkd: Annotated[float, Field(ge=0)] = 0.1  # L_lkd in L_GM (Eq. 9) and in the Encoder^s joint update
+    lambda_kl: Annotated[float, Field(ge=0)] = 1.0  # L_kl in the Encoder^u update
+    lambda_rec: Annotated[float, Field(ge=0)] = 10.0  # L_rec in the Encoder^u update
+    rec_s: Annotated[float, Field(ge=0, description="L_rec weight in the Encoder^s update")] = 1.0
+    rec_dec: Annotated[float, Field(gt=0, description="L_rec weight in the decoder update")] = 10.0
+    adv_e: Annotated[float, Field(ge=0, description="L_E^adv weight in the Encoder^u update")] = 1.0
+    gan_g: Annotated[float, Field(ge=0, description="generator GAN weight (L_GD^adv in the decoder update); "
+                                  "0 turns the pixel discriminator off")] = 1.0
+    margin: Annotated[float, Field(ge=0, description="GM-loss margin alpha")] = 0.0
     gan_loss: Literal["hinge", "bce"] = "hinge"
-    adv_input: Literal["sample", "mean"] = "sample"  # the adversarial classifier reads z_u or its mean mu_u
-    gan_fake_weight: float = 1.0  # weight of the two fake terms in the D loss (1: the authors' three terms)
-    gan_rec_weight: float = 1.0  # weight of the reconstruction among D's fake terms (1: the authors'; 0: D tells
-    #                              real images from prior samples only)
-    r1: float = 0.0  # R1 gradient penalty on real images in the D loss, gamma (0: off)
-    fm: float = 0.0  # decoder: squared distance of the reconstruction to the image in D's features (0: off)
-    cyc_s: float = 0.0  # decoder: ||Encoder^s(x_p') - z_s^p||^2 of prior samples, Encoder^s frozen (0: off)
-    cyc_u: float = 0.0  # decoder: ||mu_u(x_p') - z_u^p||^2 of prior samples, Encoder^u frozen (0: off)
+    adv_input: Annotated[Literal["sample", "mean"], Field(
+        description="the adversarial classifier reads the sampled z_u or its mean mu_u")] = "sample"
+    gan_fake_weight: Annotated[float, Field(gt=0, le=1, description="weight of the reconstruction and sample "
+                                            "terms in the D loss (1: the authors' three terms)")] = 1.0
+    gan_rec_weight: Annotated[float, Field(ge=0, le=1, description="weight of the reconstruction among D's fake "
+                                           "terms (1: the authors'; 0: D tells real images from prior samples "
+                                           "only)")] = 1.0
+    r1: Annotated[float, Field(ge=0, le=100, description="R1 gradient penalty gamma on real images in the D loss "
+                               "(0: off)")] = 0.0
+    fm: Annotated[float, Field(ge=0, description="decoder: reconstruction distance to the image in D's second "
+                               "feature map (0: off)")] = 0.0
+    cyc_s: Annotated[float, Field(ge=0, description="decoder: ||Encoder^s(x_p') - z_s^p||^2 of prior samples, "
+                                  "Encoder^s frozen (0: off)")] = 0.0
+    cyc_u: Annotated[float, Field(ge=0, description="decoder: ||mu_u(x_p') - z_u^p||^2 of prior samples, "
+                                  "Encoder^u frozen (0: off)")] = 0.0
     lkd_reduction: Literal["mean", "sum"] = "sum"
     kl_reduction: Literal["mean", "sum"] = "mean"
     rec_reduction: Literal["mean", "sum"] = "mean"
