@@ -64,15 +64,31 @@ def test_photo_folder_as_an_experiment(scratch_repo, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_queued_sweep_with_two_workers(scratch_repo):
+@pytest.mark.parametrize("store", ["sqlite", "server"])
+def test_queued_sweep_with_two_workers(scratch_repo, store, tmp_path_factory):
     """`dvc exp run --queue -S lambda_lkd=a,b,c` then `dvc queue start -j 2`: three experiments, three rows in
-    `dvc exp show`, three parent runs in the one sqlite store, and no store error in any stage's log."""
+    `dvc exp show`, three parent runs in the store (the default sqlite file, or a tracking server), and no
+    store error in any stage's log."""
+    root, env = scratch_repo
+    env.pop("MLFLOW_TRACKING_URI")  # the default store, <repo>/mlflow.db, as a user has it
+    server = None
+    if store == "server":
+        from tests.mlflow_server import MlflowServer
+
+        server = MlflowServer(tmp_path_factory.mktemp("server")).start()
+        env["MLFLOW_TRACKING_URI"] = server.uri
+    try:
+        _queued_sweep(root, env, server.uri if server else f"sqlite:///{root / 'mlflow.db'}")
+    finally:
+        if server is not None:
+            server.kill()
+
+
+def _queued_sweep(root, env, uri: str) -> None:
     import time
 
     import mlflow
 
-    root, env = scratch_repo
-    env.pop("MLFLOW_TRACKING_URI")  # the default store, <repo>/mlflow.db, as a user has it
     write_params(root / "params.yaml", train_params())
     _sh(["git", "add", "-A"], root, env)
     _sh(["git", "commit", "-qm", "tiny settings"], root, env)
@@ -97,7 +113,7 @@ def test_queued_sweep_with_two_workers(scratch_repo):
     exps = shown[shown["Experiment"].notna() & (shown["Experiment"].astype(str) != "")]
     col = next(c for c in shown.columns if c == "lambda_lkd" or c.endswith(":lambda_lkd"))
     assert sorted(exps[col].astype(float)) == [0.05, 0.1, 0.2], shown.to_string()
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    client = mlflow.MlflowClient(uri)
     exp_id = client.get_experiment_by_name("lrlivae").experiment_id
     parents = client.search_runs([exp_id], "tags.run_type = 'pipeline' and tags.dvc_exp_name != ''")
     assert sorted(p.data.params["lambda_lkd"] for p in parents) == ["0.05", "0.1", "0.2"]
