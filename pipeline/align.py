@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections import Counter
 import zlib
 from multiprocessing import get_context
 from pathlib import Path
@@ -20,7 +21,7 @@ from lrlivae.progress import progress
 
 from lrlivae.data.aligned import FACES, INDEX, REJECTS, AlignedWriter
 from lrlivae.records import FaceRecord, Reject
-from lrlivae.io import atomic_write_json, image_grid, replace_dir, save_png, temp_dir_beside
+from lrlivae.io import atomic_write_bytes, atomic_write_json, image_grid, replace_dir, save_png, temp_dir_beside
 from pipeline.params import AlignParams, AlignSource, Params
 from pipeline.tracking import stage_run
 
@@ -167,12 +168,14 @@ def _leave_out_people(tmp: Path, index: pd.DataFrame, min_photos: int, size: int
     if not few:
         return index, {}
     keep = ~index["identity"].isin(list(few))
+    rows = np.flatnonzero(keep.to_numpy())
     faces = np.load(tmp / FACES, mmap_mode="r")
-    writer = AlignedWriter(tmp / "faces.keep.npy", capacity=int(keep.sum()), size=size)
-    for row in np.flatnonzero(keep.to_numpy()):
-        writer.append(np.asarray(faces[row]))
-    writer.close()
-    del faces
+    kept_faces = np.lib.format.open_memmap(tmp / "faces.keep.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(rows), size, size, 3))
+    for i in range(0, len(rows), 4096):  # in chunks: a set may not fit in memory
+        kept_faces[i:i + 4096] = faces[rows[i:i + 4096]]
+    kept_faces.flush()
+    del faces, kept_faces
     (tmp / "faces.keep.npy").replace(tmp / FACES)
     kept = index[keep].reset_index(drop=True)
     kept["row"] = np.arange(len(kept))
@@ -186,18 +189,18 @@ def _left_out_reason(n: int, min_photos: int) -> str:
 def _people_rows(set_name: str, records: list[FaceRecord], index: pd.DataFrame, left_out: dict[str, int],
                  min_photos: int) -> list[dict]:
     """One row per person of the set: photos listed, accepted, per split, kept or left out (and why)."""
-    listed: dict[str, int] = {}
-    for rec in records:
-        listed[_person(rec)] = listed.get(_person(rec), 0) + 1
+    listed = Counter(_person(rec) for rec in records)
     key = "true_identity" if "true_identity" in index else "identity"
+    per_split = (pd.crosstab(index[key].astype(str), index["split"]) if len(index)
+                 else pd.DataFrame(columns=["train", "val", "test"]))
     rows = []
     for person in sorted(p for p in listed if p):
-        mine = index[index[key].astype(str) == person] if len(index) else index
-        n = left_out.get(person, int(len(mine)))
-        row = {"set": set_name, "person": person, "photos": listed[person], "accepted": n}
-        row.update({s: int((mine["split"] == s).sum()) if len(mine) else 0 for s in ("train", "val", "test")})
-        row["status"] = "kept" if n and person not in left_out else f"left out: {_left_out_reason(n, min_photos)}"
-        rows.append(row)
+        counts = per_split.loc[person] if person in per_split.index else {}
+        splits = {s: int(counts.get(s, 0)) for s in ("train", "val", "test")}
+        n = left_out.get(person, sum(splits.values()))
+        status = "kept" if n and person not in left_out else f"left out: {_left_out_reason(n, min_photos)}"
+        rows.append({"set": set_name, "person": person, "photos": listed[person], "accepted": n, **splits,
+                     "status": status})
     return rows
 
 
@@ -338,29 +341,27 @@ def _stop_when_too_few_accepted(set_name: str, n_ok: int, n_total: int, cfg: Ali
         )
 
 
+# (metric, its minimum, the stages that need it, what it counts, why): what every later stage needs of the sets
+_NEEDS = (
+    ("labeled_identities", 2, "train_gm, train_joint, train_evaluator", "labeled person(s) kept",
+     "the Gaussian-mixture prior and the classifiers need at least 2"),
+    ("labeled_train", 2, "train_gm, train_joint, baselines", "labeled training photo(s)", "a batch needs at least 2"),
+    ("unlabeled_train", 2, "finetune_semi", "unlabeled training photo(s)", "a batch needs at least 2"),
+    ("unlabeled_test", 2, "finetune_semi", "unlabeled test photo(s)", "the swap figures and scores need at least 2"),
+)
+
+
 def stage_problems(metrics: dict, people: list[dict], sets: list[str]) -> list[str]:
     """What stops a later stage on these aligned sets, each naming the stage and why: checked before any
     training, so that a set too small fails here and not an hour later. Training stages need two rows per
     batch (a smaller set trains with the batches it holds); the figures need test photos of every person."""
-    problems = []
-    if metrics.get("labeled_identities", 0) < 2:
-        problems.append(f"train_gm, train_joint, train_evaluator: {metrics.get('labeled_identities', 0)} labeled "
-                        "person(s) kept; the Gaussian-mixture prior and the classifiers need at least 2")
-    if metrics.get("labeled_train", 0) < 2:
-        problems.append(f"train_gm, train_joint, baselines: {metrics.get('labeled_train', 0)} labeled training "
-                        "photo(s); a batch needs at least 2")
+    problems = [f"{stages}: {metrics.get(key, 0)} {what}; {why}" for key, least, stages, what, why in _NEEDS
+                if key.split("_")[0] in sets and metrics.get(key, 0) < least]
     no_test = [r["person"] for r in people if r["set"] == "labeled" and r["status"] == "kept" and not r["test"]]
     if no_test:
         problems.append(f"evaluate, compare: no test photo for {len(no_test)} labeled person(s) "
                         f"({', '.join(no_test[:5])}{', ...' if len(no_test) > 5 else ''}); raise align.min_photos "
                         "or align.split.test")
-    if "unlabeled" in sets:
-        if metrics.get("unlabeled_train", 0) < 2:
-            problems.append(f"finetune_semi: {metrics.get('unlabeled_train', 0)} unlabeled training photo(s); "
-                            "a batch needs at least 2")
-        if metrics.get("unlabeled_test", 0) < 2:
-            problems.append(f"finetune_semi: {metrics.get('unlabeled_test', 0)} unlabeled test photo(s); the swap "
-                            "figures and scores need at least 2")
     return problems
 
 
@@ -382,8 +383,7 @@ def data_tags(params: Params, sets: dict[str, tuple[Path, list[Path]]], out_dir:
 
 def write_people(path: Path, people: list[dict]) -> None:
     cols = ["set", "person", "photos", "accepted", "train", "val", "test", "status"]
-    pd.DataFrame(people, columns=cols).to_csv(path.with_suffix(".tmp"), index=False)
-    path.with_suffix(".tmp").replace(path)
+    atomic_write_bytes(path, pd.DataFrame(people, columns=cols).to_csv(index=False).encode())
 
 
 def run(
