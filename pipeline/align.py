@@ -367,7 +367,7 @@ def stage_problems(metrics: dict, people: list[dict], sets: list[str]) -> list[s
 
 def data_tags(params: Params, sets: dict[str, tuple[Path, list[Path]]], out_dir: Path) -> dict[str, str]:
     """What the parent run says of its data: each set's folder, source kind and the aligned set's digest."""
-    from pipeline.tracking_ops import dataset_entity
+    from pipeline.tracking_store import aligned_digest
 
     tags = {}
     for name, (root, _) in sets.items():
@@ -375,7 +375,7 @@ def data_tags(params: Params, sets: dict[str, tuple[Path, list[Path]]], out_dir:
         tags[f"data.{name}.root"] = str(Path(root).resolve())
         tags[f"data.{name}.source"] = source_kind(name, src, Path(root))
         try:
-            tags[f"data.{name}.digest"] = dataset_entity(Path(out_dir) / name)["digest"]
+            tags[f"data.{name}.digest"] = aligned_digest(Path(out_dir) / name)
         except Exception:  # an absent set says so; the digest is for reading, not for the stage
             tags[f"data.{name}.digest"] = "unknown"
     return tags

@@ -169,9 +169,8 @@ def mlflow_sync(
                                                           "else the repo's mlflow.db)"),
 ) -> None:
     """Log what stages could not log to MLflow (mlflow-pending/): into the same runs when the store has them."""
-    from pipeline.mlflow_sync import pending_records, sync_pending
-    from pipeline.tracking_env import quiet_mlflow, repo_root
-    from pipeline.tracking_env import tracking_uri as default_tracking_uri
+    from pipeline.tracking_store import pending_records, quiet_mlflow, repo_root, sync_pending
+    from pipeline.tracking_store import tracking_uri as default_tracking_uri
 
     quiet_mlflow()
     root = repo_root()
@@ -180,9 +179,9 @@ def mlflow_sync(
         typer.echo(f"nothing pending in {root / 'mlflow-pending'}")
         return
     results = sync_pending(root, uri)
-    for r in results:
-        typer.echo(f"{r.record.name}: {r.message}" + (f" (run {r.run_id})" if r.run_id else ""))
-    failed = [r for r in results if not r.ok]
+    for record, _, run_id, message in results:
+        typer.echo(f"{record.name}: {message}" + (f" (run {run_id})" if run_id else ""))
+    failed = [r for r in results if not r[1]]
     typer.echo(f"{len(results) - len(failed)} of {len(results)} record(s) logged to {uri}")
     if failed:
         raise typer.Exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def test_repro_is_incremental(scratch_repo):
     first = _sh(dvc + ["repro", "align"], root, env)
     assert "Running stage 'synth'" in first and "Running stage 'align'" in first
     assert (root / "data/aligned/labeled/faces.npy").exists()
-    assert (root / "mlflow.db").exists()  # tracking fell back to the local store
+    assert list((root / "mlflow-pending").iterdir())  # the server is down: each stage's result waits for it
     second = _sh(dvc + ["repro", "align"], root, env)
     assert "Running stage" not in second
     p = yaml.safe_load((root / "params.yaml").read_text())
@@ -89,13 +90,18 @@ def test_exp_run_with_lambda_lkd_reruns_exactly_the_stages_that_use_it(scratch_r
 
 
 def _check_experiments_in_mlflow(root, env):
-    """After `dvc repro` and two `dvc exp run`: three parent runs, each with its stage runs nested, its
-    headline metrics and its registered models; a version generates faces; the declared plots render."""
+    """After `dvc repro` and two `dvc exp run` against a server that is down, `lrlivae mlflow-sync` into a
+    local store: three parent runs, each with its stage runs nested, its headline metrics and its registered
+    models; a version generates faces; the declared plots render."""
     import json
 
     import mlflow
     import pandas as pd
 
+    assert not (root / "mlflow.db").exists()
+    synced = _sh(["lrlivae", "mlflow-sync", "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"], root, env)
+    done, _, total = re.search(r"(\d+) of (\d+) record\(s\) logged", synced).group(1, 0, 2)
+    assert done == total and int(total) > 2 * len(STAGES), synced
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     exp_id = client.get_experiment_by_name("lrlivae").experiment_id
     parents = client.search_runs([exp_id], "tags.run_type = 'pipeline'")
@@ -118,7 +124,7 @@ def _check_experiments_in_mlflow(root, env):
         assert stages["evaluate"].data.tags["scored_model_version"] == str(versions[semi.info.run_id].version)
     assert set(STAGES) <= {k.data.tags["stage"] for k in client.search_runs(
         [exp_id], f"tags.mlflow.parentRunId = '{repro.info.run_id}'")}
-    from pipeline.tracking_env import keep_env_uri
+    from pipeline.tracking_store import keep_env_uri
 
     with keep_env_uri():
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")

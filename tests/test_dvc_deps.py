@@ -17,7 +17,7 @@ SRC = REPO / "src"
 # parsing, MLflow logging, progress output, the package docstring.
 NEUTRAL = {"pipeline/__init__.py", "pipeline/cli.py", "pipeline/cli_common.py", "pipeline/cli_tools.py",
            "pipeline/params.py", "pipeline/schema.py", "pipeline/schema_eval.py", "pipeline/tracking.py",
-           "pipeline/tracking_env.py", "pipeline/tracking_ops.py", "pipeline/mlflow_sync.py",
+           "pipeline/tracking_parent.py", "pipeline/tracking_store.py",
            "pipeline/mlflow_model.py", "pipeline/face_generator.py", "pipeline/face_generator_pyfunc.py",
            "src/lrlivae/__init__.py", "src/lrlivae/progress.py"}
 

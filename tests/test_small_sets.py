@@ -97,7 +97,7 @@ def test_a_set_too_small_stops_before_training_naming_each_stage(tmp_path, isola
 
 
 def test_headline_names_of_the_data_and_the_identity_judge():
-    from pipeline.tracking_ops import headline
+    from pipeline.tracking_parent import headline
 
     got = headline("align", {"labeled_identities": 30, "labeled_rejected_no_face": 1, "seconds": 3.0})
     assert got == {"data/labeled_identities": 30.0, "data/labeled_rejected_no_face": 1.0}

@@ -8,8 +8,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline.mlflow_sync import pending_records
 from pipeline.tracking import stage_run
+from pipeline.tracking_store import pending_records
 from tests.conftest import REPO, closed_port
 
 
@@ -19,28 +19,35 @@ def _runs(root):
     return client, client.search_runs([exp.experiment_id], "tags.run_type = 'stage'")
 
 
-def test_unreachable_server_falls_back_to_local_store(isolated_mlflow, monkeypatch, capsys):
+def test_unreachable_server_keeps_the_result_for_sync(isolated_mlflow, monkeypatch, capsys):
+    from pipeline.tracking_store import sync_pending
+
     root = isolated_mlflow
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    server = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
     with stage_run("align", {"seed": 3, "align": {"size": 64}}, REPO / "params.yaml") as t:
         t.log_metrics({"labeled_accepted": 10, "ignored": "text"})
         t.log_image(np.zeros((8, 8, 3), np.uint8), "grid.png")
     err = capsys.readouterr().err
-    assert err.count("is unreachable") == 1 and str(root / "mlflow.db") in err
-    assert os.environ["MLFLOW_TRACKING_URI"].startswith("http://")  # the fallback did not leak into the process
+    assert err.count(f"MLflow logging to {server} failed") == 1 and "MLflow did not get" in err
+    assert os.environ["MLFLOW_TRACKING_URI"] == server  # the process's setting is as it was
+    (record,) = pending_records(root)
+    assert json.loads((record / "record.json").read_text())["uri"] == server
+    local = f"sqlite:///{root / 'mlflow.db'}"
+    assert sync_pending(root, local, only_uri=local) == []  # meant for the server: left for it
+    (res,) = sync_pending(root, local)  # `lrlivae mlflow-sync --tracking-uri ...`
+    assert res[1], res[3]
     client, runs = _runs(root)
-    assert len(runs) == 1
-    run = runs[0]
-    assert run.data.tags["stage"] == "align"
-    assert run.data.tags["dvc_exp_name"] == "exp-test"
-    assert len(run.data.tags["params_hash"]) == 12
+    (run,) = runs
+    assert run.info.run_id == res[2] and run.info.run_name == "align@exp-test"
+    assert run.data.tags["stage"] == "align" and run.data.tags["dvc_exp_name"] == "exp-test"
+    assert len(run.data.tags["params_hash"]) == 12 and run.data.tags["mlflow.source.git.commit"]
     assert run.data.params["align.size"] == "64" and run.data.params["seed"] == "3"
     assert run.data.metrics["labeled_accepted"] == 10
     assert run.info.status == "FINISHED"
-    arts = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
-    assert arts == ["images/grid.png"]
-    assert (root / "mlruns").is_dir()
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "images")] == ["images/grid.png"]
+    assert (root / "mlruns").is_dir() and not pending_records(root)
 
 
 def test_logging_error_mid_run_does_not_stop_the_stage(isolated_mlflow, monkeypatch, capsys):
@@ -54,11 +61,11 @@ def test_logging_error_mid_run_does_not_stop_the_stage(isolated_mlflow, monkeypa
         done = True
     assert done
     err = capsys.readouterr().err
-    assert err.count("MLflow logging failed (ConnectionError: server went away)") == 1
+    assert err.count("failed (ConnectionError: server went away)") == 1
     assert "2 metric batch(es)" in err and "mlflow-pending" in err  # says what was not logged, and where
     (record,) = pending_records(isolated_mlflow)
     rec = json.loads((record / "record.json").read_text())
-    assert [op["metrics"] for op in rec["ops"] if op["op"] == "metrics"] == [{"a": 1.0}, {"b": 2.0}]
+    assert [m for m, step, ts in rec["metrics"]] == [{"a": 1.0}, {"b": 2.0}] and "end" not in rec["done"]
 
 
 def test_failed_stage_marks_run_failed(isolated_mlflow):
@@ -107,7 +114,7 @@ def test_stages_of_one_execution_share_one_parent(isolated_mlflow, monkeypatch, 
 
 
 def test_parent_created_twice_at_once_keeps_the_oldest(isolated_mlflow, monkeypatch):
-    from pipeline import tracking_ops
+    from pipeline import tracking_parent as tracking_ops
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{isolated_mlflow / 'mlflow.db'}")
     exp_id = client.create_experiment("lrlivae")
@@ -127,7 +134,7 @@ def test_parent_created_twice_at_once_keeps_the_oldest(isolated_mlflow, monkeypa
 
 
 def test_sync_replays_into_a_new_run_when_the_store_lost_it(isolated_mlflow, monkeypatch, capsys):
-    from pipeline.mlflow_sync import sync_pending
+    from pipeline.tracking_store import sync_pending
 
     root = isolated_mlflow
     boom_store = root / "other"
@@ -137,25 +144,29 @@ def test_sync_replays_into_a_new_run_when_the_store_lost_it(isolated_mlflow, mon
     with stage_run("evaluate", {"seed": 2}, REPO / "params.yaml") as t:
         monkeypatch.setattr(mlflow.MlflowClient, "log_batch", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
         t.log_result({"inception_score": 2.5, "fcd": 7.0}, step=3)
-        t.log_artifact(art)
+        t.set_tags({"mlflow.runName": "evaluate@ours"})  # a stage that names its run
+        t.log_artifact(art)  # a stage output: the record names it
+        t.log_image(np.full((4, 4, 3), 7, np.uint8), "grid.png")  # made for MLflow: the record keeps a copy
     monkeypatch.undo()
-    art.unlink()  # the kept copy is what sync logs
     (record,) = pending_records(root)
+    assert [p.name for p in (record / "images").rglob("*.png")] == ["grid.png"] and not (record / "report.md").exists()
     other = f"sqlite:///{boom_store / 'mlflow.db'}"
     (res,) = sync_pending(root, other)
-    assert res.ok, res.message
+    assert res[1], res[3]
     client = mlflow.MlflowClient(other)
-    run = client.get_run(res.run_id)
+    run = client.get_run(res[2])
     assert run.data.tags["stage"] == "evaluate" and run.data.params["seed"] == "2"
+    assert run.info.run_name == "evaluate@ours"
     assert run.data.metrics == {"inception_score": 2.5, "fcd": 7.0} and run.info.status == "FINISHED"
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["report.md"]
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["images", "report.md"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "images")] == ["images/grid.png"]
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.data.metrics == {"inception_score": 2.5, "fcd": 7.0}
     assert not pending_records(root)
 
 
 def test_headline_names():
-    from pipeline.tracking_ops import headline
+    from pipeline.tracking_parent import headline
 
     assert headline("evaluate", {"inception_score": 3.0, "seconds": 9.0}) == {"inception_score": 3.0}
     assert headline("evaluate", {"fcd": 5.0}, model="train_joint") == {"fcd/train_joint": 5.0}
@@ -169,7 +180,7 @@ def test_headline_names():
 def test_params_changed_names_what_differs_from_the_baseline_commit(tmp_path):
     import subprocess
 
-    from pipeline.tracking_ops import changed_since
+    from pipeline.tracking_parent import changed_since
 
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
