@@ -169,7 +169,10 @@ def train_evaluator(images_u8: np.ndarray, labels: np.ndarray, training: Evaluat
                "val_acc": accuracy(model, *val) if val is not None else float("nan"),
                "seconds": time.perf_counter() - t0}
         model.history.append(rec)
-        _report(progress, rec)
+        if callable(progress):
+            progress(rec)
+        elif progress:
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()), flush=True)
     model.eval()
     return model
 
@@ -210,13 +213,6 @@ def _train_epoch(model: Evaluator, opt, sched, images_u8: np.ndarray, y_all: tor
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
     return loss_sum, correct
-
-
-def _report(progress: bool | Callable[[dict], None], rec: dict) -> None:
-    if callable(progress):
-        progress(rec)
-    elif progress:
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()), flush=True)
 
 
 @torch.no_grad()
