@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lrlivae.data.aligned import AlignedFaces, to_float_tensor  # noqa: E402
-from pipeline.align import align_records  # noqa: E402
+from pipeline.align_workers import align_records  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 
 

@@ -58,7 +58,7 @@ def write_set(folder: Path, images: list[np.ndarray]) -> list[FaceRecord]:
 
 
 def run_backend(name: str, records: list[FaceRecord], workers: int, cnn_upsample: int = 0) -> dict:
-    from pipeline.align import align_records
+    from pipeline.align_workers import align_records
 
     det, lm = BACKENDS[name]
     cfg = AlignParams(detector=det, landmarks=lm, workers=workers, min_accept_fraction=0.0,

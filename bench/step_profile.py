@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import lrlivae.train.steps as steps_mod  # noqa: E402
 from lrlivae.nn.config import ModelConfig  # noqa: E402
 from lrlivae.nn.model import build_discriminator, build_model  # noqa: E402
-from lrlivae.train.loop import Trainer, TrainSettings, channels_last, compile_modules  # noqa: E402
+from lrlivae.train.loop import CheckpointSpec, TrainData, Trainer, TrainSettings  # noqa: E402
+from lrlivae.train.speed import channels_last, compile_modules  # noqa: E402
 from lrlivae.train.steps import LossWeights, gm_step, joint_step  # noqa: E402
 
 PAPER_ITERATIONS = 320_000  # joint iterations of the paper's FaceScrub run, n_gm GM steps each
@@ -160,7 +161,8 @@ def build_trainer(arch: str, batch: int, device: torch.device, precision: str, c
     s = TrainSettings(mode="joint", steps=10**9, batch_size=batch, n_gm=n_gm, precision=precision,
                       checkpoint_every=10**9, log_every=10**9, weights=weights or LossWeights())
     labels = np.arange(len(faces)) % classes
-    return Trainer(model, disc, faces, np.arange(len(faces)), labels, s, folder / "bench.pt", "bench", device=device)
+    return Trainer(model, disc, TrainData(faces, np.arange(len(faces)), labels), s,
+                   CheckpointSpec(folder / "bench.pt", "bench"), device=device)
 
 
 def gm_once(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> None:

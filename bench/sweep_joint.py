@@ -83,7 +83,7 @@ def run_variant(v: dict, base: dict, args: dict) -> list[dict]:
     from lrlivae.nn.config import ModelConfig
     from lrlivae.nn.model import build_discriminator, build_model
     from lrlivae.train.checkpoint import load_checkpoint
-    from lrlivae.train.loop import Trainer
+    from lrlivae.train.loop import CheckpointSpec, Hooks, TrainData, Trainer
 
     torch.set_num_threads(1)
     name, out = v["name"], Path(args["out"])
@@ -102,7 +102,8 @@ def run_variant(v: dict, base: dict, args: dict) -> list[dict]:
     gm_epochs = float(init.get("gm_epochs", 0.0))
     if any(k in v.get("model", {}) for k in ENC_KEYS):
         gm = _settings(base["train_gm"], {"seed": seed}, {})
-        trainer = Trainer(model, None, ds.faces, rows, labels, gm, work / "gm.pt", f"{name}-gm", device=device)
+        trainer = Trainer(model, None, TrainData(ds.faces, rows, labels), gm,
+                          CheckpointSpec(work / "gm.pt", f"{name}-gm"), device=device)
         trainer.run()
         gm_epochs = trainer.gm_epochs
     else:
@@ -119,8 +120,9 @@ def run_variant(v: dict, base: dict, args: dict) -> list[dict]:
         if "d/gap" in scalars:
             logged.append((step, float(scalars["d/gap"])))
 
-    trainer = Trainer(model, disc, ds.faces, rows, labels, settings, work / "model.pt", name, extra_state=extra,
-                      device=device, gm_epochs_before=gm_epochs, log_fn=log_fn)
+    trainer = Trainer(model, disc, TrainData(ds.faces, rows, labels), settings,
+                      CheckpointSpec(work / "model.pt", name, extra), device=device, gm_epochs_before=gm_epochs,
+                      hooks=Hooks(log_fn))
     results, train_s = [], time.perf_counter() - t0
     for steps in score_at:
         trainer.s = replace(settings, steps=steps)

@@ -3,25 +3,26 @@
 Writes `<out>/<set>/faces.npy`, `index.parquet`, `rejects.csv` and `preview.png` for each set (built in a
 temporary folder and renamed into place), and flat metrics to `reports/align.json`. Bad inputs never
 stop the stage: they become rows of rejects.csv; the stage fails only when the accepted fraction of a
-set falls below `align.min_accept_fraction`.
+set falls below `align.min_accept_fraction`, or when what was kept cannot feed a later stage.
+The worker processes: pipeline.align_workers; the people left out, the people table and the checks of
+what later stages need: pipeline.align_people.
 """
 from __future__ import annotations
 
 import csv
 import time
-from collections import Counter
 import zlib
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from lrlivae.progress import progress
 
 from lrlivae.data.aligned import FACES, INDEX, REJECTS, AlignedWriter
+from lrlivae.io import atomic_write_json, image_grid, replace_dir, save_png, temp_dir_beside
 from lrlivae.records import FaceRecord, Reject
-from lrlivae.io import atomic_write_bytes, atomic_write_json, image_grid, replace_dir, save_png, temp_dir_beside
+from pipeline.align_people import leave_out_people, left_out_reason, people_rows, stage_problems, write_people
+from pipeline.align_workers import align_records
 from pipeline.params import AlignParams, AlignSource, Params
 from pipeline.tracking import stage_run
 
@@ -33,78 +34,6 @@ NO_FACE_PREFIX = "no face"
 
 class AlignStageError(RuntimeError):
     pass
-
-
-# ------------------------------------------------------------------------------ worker side
-_WORKER: dict = {}
-
-
-def _init_worker(cfg: dict) -> None:
-    from lrlivae.faces.detect import make_detector
-    from lrlivae.faces.landmarks import make_landmarker
-
-    det_opts = dict(cfg["opencv"]) if cfg["detector"] == "opencv" else {}
-    if cfg["detector"] == "face_alignment":
-        det_opts["device"] = cfg["device"]
-    dl = cfg.get("dlib") or {}
-    if cfg["detector"] in ("dlib_hog", "dlib_cnn"):
-        det_opts = {k: dl[k] for k in ("upsample", "min_score", "max_side") if k in dl}
-    lm_opts = {"device": cfg["device"]} if cfg["landmarks"] == "face_alignment" else {}
-    if cfg["landmarks"] == "dlib":
-        lm_opts = {"model": dl.get("landmark_model", "5")}
-    _WORKER["detector"] = make_detector(cfg["detector"], **det_opts)
-    _WORKER["landmarker"] = make_landmarker(cfg["landmarks"], **lm_opts)
-    _WORKER["cfg"] = cfg
-
-
-def _process(record: FaceRecord):
-    from lrlivae.faces.process import align_record
-
-    cfg = _WORKER["cfg"]
-    try:
-        return align_record(
-            record,
-            _WORKER["detector"],
-            _WORKER["landmarker"],
-            size=cfg["size"],
-            margin=cfg["margin"],
-            min_score=cfg["min_score"],
-            max_pixels=cfg["max_pixels"],
-        )
-    except Exception as e:  # one bad file among thousands must not stop the stage
-        return Reject(record.path, f"unexpected error: {type(e).__name__}: {e}")
-
-
-def _check_backends(cfg: AlignParams) -> None:
-    """Fail before any work, with a message naming what is missing, when a dlib backend's files are absent
-    (inside the workers every error becomes a reject row)."""
-    from lrlivae.faces.dlib_faces import import_dlib, model_path
-
-    if cfg.detector in ("dlib_hog", "dlib_cnn") or cfg.landmarks == "dlib":
-        import_dlib()
-    if cfg.detector == "dlib_cnn":
-        model_path("cnn")
-    if cfg.landmarks == "dlib":
-        model_path(cfg.dlib.landmark_model)
-
-
-def align_records(records: list[FaceRecord], cfg: AlignParams, desc: str = "align"):
-    """Yield align_record results in input order, with `cfg.workers` processes."""
-    if "auto" in (cfg.detector, cfg.landmarks):
-        raise ValueError("align_records needs the backends resolved for a source: AlignParams.for_source(kind)")
-    worker_cfg = cfg.model_dump(mode="json")
-    _check_backends(cfg)
-    if cfg.workers <= 1 or len(records) < 2:
-        _init_worker(worker_cfg)
-        for r in progress(records, desc=desc, unit="img", mininterval=1.0):
-            yield _process(r)
-        return
-    ctx = get_context("spawn") if cfg.detector == "face_alignment" or cfg.landmarks == "face_alignment" else get_context()
-    chunk = max(1, min(32, len(records) // (cfg.workers * 8) or 1))
-    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(worker_cfg,)) as pool:
-        for result in progress(pool.imap(_process, records, chunksize=chunk), total=len(records), desc=desc, unit="img",
-                               mininterval=1.0):
-            yield result
 
 
 # ------------------------------------------------------------------------------ splits
@@ -156,54 +85,6 @@ def _listing(kind: str, src: AlignSource, root: Path, lists: list[Path], seed: i
     )
 
 
-def _person(rec: FaceRecord) -> str:
-    return str(rec.factors.get("true_identity") or rec.identity or "")
-
-
-def _leave_out_people(tmp: Path, index: pd.DataFrame, min_photos: int, size: int):
-    """Drop the rows of people with fewer than `min_photos` accepted photos from the set in `tmp` (faces.npy
-    rewritten with the rows kept, in order). Returns the index kept and {person: accepted photos} left out."""
-    counts = index["identity"].value_counts()
-    few = {str(p): int(n) for p, n in counts.items() if p and n < min_photos}
-    if not few:
-        return index, {}
-    keep = ~index["identity"].isin(list(few))
-    rows = np.flatnonzero(keep.to_numpy())
-    faces = np.load(tmp / FACES, mmap_mode="r")
-    kept_faces = np.lib.format.open_memmap(tmp / "faces.keep.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(rows), size, size, 3))
-    for i in range(0, len(rows), 4096):  # in chunks: a set may not fit in memory
-        kept_faces[i:i + 4096] = faces[rows[i:i + 4096]]
-    kept_faces.flush()
-    del faces, kept_faces
-    (tmp / "faces.keep.npy").replace(tmp / FACES)
-    kept = index[keep].reset_index(drop=True)
-    kept["row"] = np.arange(len(kept))
-    return kept, few
-
-
-def _left_out_reason(n: int, min_photos: int) -> str:
-    return f"{n} accepted photo{'s' * (n != 1)}, fewer than align.min_photos = {min_photos}"
-
-
-def _people_rows(set_name: str, records: list[FaceRecord], index: pd.DataFrame, left_out: dict[str, int],
-                 min_photos: int) -> list[dict]:
-    """One row per person of the set: photos listed, accepted, per split, kept or left out (and why)."""
-    listed = Counter(_person(rec) for rec in records)
-    key = "true_identity" if "true_identity" in index else "identity"
-    per_split = (pd.crosstab(index[key].astype(str), index["split"]) if len(index)
-                 else pd.DataFrame(columns=["train", "val", "test"]))
-    rows = []
-    for person in sorted(p for p in listed if p):
-        counts = per_split.loc[person] if person in per_split.index else {}
-        splits = {s: int(counts.get(s, 0)) for s in ("train", "val", "test")}
-        n = left_out.get(person, sum(splits.values()))
-        status = "kept" if n and person not in left_out else f"left out: {_left_out_reason(n, min_photos)}"
-        rows.append({"set": set_name, "person": person, "photos": listed[person], "accepted": n, **splits,
-                     "status": status})
-    return rows
-
-
 def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], out: Path, params: Params,
               people: list[dict] | None = None) -> dict:
     """Align one set into `out` (replaced atomically). Returns its metrics (keys prefixed by set name);
@@ -221,8 +102,8 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
     left_out: dict[str, int] = {}
     if n_aligned and not src.drop_labels:  # a labeled person needs photos for train and test
         aligned = index
-        index, left_out = _leave_out_people(tmp, index, cfg.min_photos, cfg.size)
-        rejects += [Reject(path, f"person {who} left out: {_left_out_reason(left_out[who], cfg.min_photos)}")
+        index, left_out = leave_out_people(tmp, index, cfg.min_photos, cfg.size)
+        rejects += [Reject(path, f"person {who} left out: {left_out_reason(left_out[who], cfg.min_photos)}")
                     for path, who in zip(aligned["path"], aligned["identity"]) if who in left_out]
     _add_splits(index, cfg, params.seed)
     _write_set_files(tmp, index, rejects)
@@ -231,7 +112,7 @@ def align_set(set_name: str, src: AlignSource, root: Path, lists: list[Path], ou
     metrics[f"{set_name}_people_left_out"] = len(left_out)
     metrics[f"{set_name}_photos_left_out"] = n_aligned - len(index)
     if people is not None:
-        people.extend(_people_rows(set_name, records, index, left_out, cfg.min_photos))
+        people.extend(people_rows(set_name, records, index, left_out, cfg.min_photos))
     _stop_when_too_few_accepted(set_name, n_aligned, n_total, cfg, tmp, out)
     replace_dir(tmp, out)
     return metrics
@@ -341,30 +222,6 @@ def _stop_when_too_few_accepted(set_name: str, n_ok: int, n_total: int, cfg: Ali
         )
 
 
-# (metric, its minimum, the stages that need it, what it counts, why): what every later stage needs of the sets
-_NEEDS = (
-    ("labeled_identities", 2, "train_gm, train_joint, train_evaluator", "labeled person(s) kept",
-     "the Gaussian-mixture prior and the classifiers need at least 2"),
-    ("labeled_train", 2, "train_gm, train_joint, baselines", "labeled training photo(s)", "a batch needs at least 2"),
-    ("unlabeled_train", 2, "finetune_semi", "unlabeled training photo(s)", "a batch needs at least 2"),
-    ("unlabeled_test", 2, "finetune_semi", "unlabeled test photo(s)", "the swap figures and scores need at least 2"),
-)
-
-
-def stage_problems(metrics: dict, people: list[dict], sets: list[str]) -> list[str]:
-    """What stops a later stage on these aligned sets, each naming the stage and why: checked before any
-    training, so that a set too small fails here and not an hour later. Training stages need two rows per
-    batch (a smaller set trains with the batches it holds); the figures need test photos of every person."""
-    problems = [f"{stages}: {metrics.get(key, 0)} {what}; {why}" for key, least, stages, what, why in _NEEDS
-                if key.split("_")[0] in sets and metrics.get(key, 0) < least]
-    no_test = [r["person"] for r in people if r["set"] == "labeled" and r["status"] == "kept" and not r["test"]]
-    if no_test:
-        problems.append(f"evaluate, compare: no test photo for {len(no_test)} labeled person(s) "
-                        f"({', '.join(no_test[:5])}{', ...' if len(no_test) > 5 else ''}); raise align.min_photos "
-                        "or align.split.test")
-    return problems
-
-
 def data_tags(params: Params, sets: dict[str, tuple[Path, list[Path]]], out_dir: Path) -> dict[str, str]:
     """What the parent run says of its data: each set's folder, source kind and the aligned set's digest."""
     from pipeline.tracking_store import aligned_digest
@@ -379,11 +236,6 @@ def data_tags(params: Params, sets: dict[str, tuple[Path, list[Path]]], out_dir:
         except Exception:  # an absent set says so; the digest is for reading, not for the stage
             tags[f"data.{name}.digest"] = "unknown"
     return tags
-
-
-def write_people(path: Path, people: list[dict]) -> None:
-    cols = ["set", "person", "photos", "accepted", "train", "val", "test", "status"]
-    atomic_write_bytes(path, pd.DataFrame(people, columns=cols).to_csv(index=False).encode())
 
 
 def run(

@@ -41,7 +41,7 @@ from lrlivae.io import atomic_write_bytes, atomic_write_json
 from lrlivae.train import distributed as ddp
 from lrlivae.train import monitor
 from lrlivae.train.checkpoint import load_checkpoint
-from lrlivae.train.loop import TrainSettings
+from lrlivae.train.loop import CheckpointSpec, Hooks, TrainData, TrainSettings
 from lrlivae.evaluate.protocol import generation_metrics, inpainting_metrics
 from pipeline.evaluate import judge_reference, protocol, write_figures
 from pipeline.params import Params
@@ -121,9 +121,9 @@ def run_train_baseline(kind: str, params: Params, params_path: Path, data_dir: P
                 grid = bev.recon_grid(model, ds.faces, recon_rows, labels, device)
                 tracker.log_image(grid, f"recon_epoch{epoch:03d}.png")
 
-        trainer = BaselineTrainer(model, disc, ds.faces, rows, labels, settings, weights, ckpt, run_id,
-                                  extra_state=extra, device=device, dist=info,
-                                  log_fn=log_fn if info.is_main else None, on_epoch=on_epoch if info.is_main else None)
+        hooks = Hooks(log_fn, on_epoch) if info.is_main else Hooks()
+        trainer = BaselineTrainer(model, disc, TrainData(ds.faces, rows, labels), settings, weights,
+                                  CheckpointSpec(ckpt, run_id, extra), device=device, dist=info, hooks=hooks)
         t0 = time.perf_counter()
         run_trainer(trainer)
         if not info.is_main:

@@ -163,74 +163,102 @@ def _figures(reports: dict[str, dict], ours_figures: Path | None, baselines_dir:
 
 def comparison_markdown(reports: dict[str, dict], cid: str, ours_table: Path | None, baselines_dir: Path,
                         ours_figures: Path | None = None, md_path: Path = Path("reports/comparison.md")) -> str:
-    models = list(reports)
+    """reports/comparison.md: the tables in the paper's order, then the identity judge and the figures."""
+    lines = _intro(cid)
+    lines += _score_tables(reports)
+    lines += _realism_table(reports)
+    lines += _inpainting_table(reports)
+    lines += _identity_probe_table(reports)
+    lines += _disentanglement_tables(reports, ours_table, baselines_dir)
+    lines += _judge_table(reports)
+    lines += _figures(reports, ours_figures, baselines_dir, md_path)
+    return "\n".join(lines) + "\n"
+
+
+def _intro(cid: str) -> list[str]:
+    return ["# Comparison with the label-conditioned baselines", "",
+            "Every model is scored by the same evaluator on the same test split with the same protocol "
+            "(docs/guide.md: Evaluation). Baselines generate class c from z ~ N(0, I) concatenated with onehot(c); "
+            "ours from z_s ~ N(mu_c, Sigma_c) and z_u ~ N(0, I).", "",
+            f"MLflow: runs tagged `comparison = {cid}`; in the UI filter `tags.comparison = \"{cid}\"`, select "
+            "the runs and press Compare.", ""]
+
+
+def _score_tables(reports: dict[str, dict]) -> list[str]:
+    """Table 1 (Inception Score), Table 2 (intra-class diversity) and FCD, with the real test images' figures
+    (the same test split for every model) as the ceilings."""
     ours = reports[OURS]
-    real = lambda k: _fmt(ours, k)  # noqa: E731  real-image ceilings (the same test split for every model)
-    lines = ["# Comparison with the label-conditioned baselines", "",
-             "Every model is scored by the same evaluator on the same test split with the same protocol "
-             "(docs/guide.md: Evaluation). Baselines generate class c from z ~ N(0, I) concatenated with onehot(c); "
-             "ours from z_s ~ N(mu_c, Sigma_c) and z_u ~ N(0, I).", "",
-             f"MLflow: runs tagged `comparison = {cid}`; in the UI filter `tags.comparison = \"{cid}\"`, select "
-             "the runs and press Compare.", "",
-             "## Table 1: Inception Score (higher is better)", ""]
+    lines = ["## Table 1: Inception Score (higher is better)", ""]
     lines += _table(["model", "Inception Score", "generated-class accuracy"],
                     [[LABELS[m], _fmt(r, "inception_score", 2, "inception_score_std"),
                       _fmt(r, "generated_class_accuracy")] for m, r in reports.items()]
-                    + [["real test images", real("inception_score_real"), "-"]])
+                    + [["real test images", _fmt(ours, "inception_score_real"), "-"]])
     lines += ["", "## Table 2: intra-class diversity, Eq. 12 (1 - mean MS-SSIM within a class; higher is more "
               "diverse)", ""]
     lines += _table(["model", "intra-class diversity"], [[LABELS[m], _fmt(r, "intra_class_diversity", 4)]
                                                          for m, r in reports.items()]
                     + [["real test images", _fmt(ours, "intra_class_diversity_real", 4)]])
     lines += ["", "## FCD: Frechet distance of evaluator features to the real test images (lower is better)", ""]
-    lines += _table(["model", "FCD"], [[LABELS[m], _fmt(r, "fcd", 2)] for m, r in reports.items()])
-    lines += ["", "## Realism: do the samples look like the photographs, in their variety?", "",
-              "In the evaluator's feature space against the real test images (k = 3): precision (samples inside the "
-              "real images' manifold), recall (real images inside the samples' manifold), per person (each class "
-              "against its own test images, averaged), density and coverage; sharpness = high-frequency energy "
-              "of the samples over the real images' (1: as sharp; > 1: checkerboard or noise; < 1: blur); "
-              "two-sample accuracy of a fresh classifier telling real training crops from samples (0.5: "
-              "indistinguishable); train/eval gap of the decoder (mean |difference| on [-1, 1]). Protocols: "
-              "lrlivae.evaluate.realism.", ""]
+    return lines + _table(["model", "FCD"], [[LABELS[m], _fmt(r, "fcd", 2)] for m, r in reports.items()])
+
+
+def _realism_table(reports: dict[str, dict]) -> list[str]:
+    lines = ["", "## Realism: do the samples look like the photographs, in their variety?", "",
+             "In the evaluator's feature space against the real test images (k = 3): precision (samples inside the "
+             "real images' manifold), recall (real images inside the samples' manifold), per person (each class "
+             "against its own test images, averaged), density and coverage; sharpness = high-frequency energy "
+             "of the samples over the real images' (1: as sharp; > 1: checkerboard or noise; < 1: blur); "
+             "two-sample accuracy of a fresh classifier telling real training crops from samples (0.5: "
+             "indistinguishable); train/eval gap of the decoder (mean |difference| on [-1, 1]). Protocols: "
+             "lrlivae.evaluate.realism.", ""]
     keys = [("precision", 3), ("recall", 3), ("precision_per_class", 3), ("recall_per_class", 3), ("density", 3),
             ("coverage", 3), ("sharpness_ratio", 2), ("two_sample_accuracy", 3), ("train_eval_gap", 3)]
-    lines += _table(["model", "precision", "recall", "precision / person", "recall / person", "density", "coverage",
-                     "sharpness", "two-sample acc.", "train/eval gap"],
-                    [[LABELS[m]] + [_fmt(r, k, d) for k, d in keys] for m, r in reports.items()])
-    lines += ["", "## Inpainting (Fig. 7): PSNR in dB over the masked region (SSIM in brackets)", "",
-              "cVAE and cVAE-GAN are given the true label, as in the paper; ours uses none; cGAN has no encoder.", ""]
+    return lines + _table(["model", "precision", "recall", "precision / person", "recall / person", "density",
+                           "coverage", "sharpness", "two-sample acc.", "train/eval gap"],
+                          [[LABELS[m]] + [_fmt(r, k, d) for k, d in keys] for m, r in reports.items()])
+
+
+def _inpainting_table(reports: dict[str, dict]) -> list[str]:
+    lines = ["", "## Inpainting (Fig. 7): PSNR in dB over the masked region (SSIM in brackets)", "",
+             "cVAE and cVAE-GAN are given the true label, as in the paper; ours uses none; cGAN has no encoder.", ""]
     rows = []
     for m, r in reports.items():
         label = f"{LABELS[m]} (no label)" if m in (OURS, OURS_JOINT) else \
             LABELS[m] + (" (true label)" if _num(r.get("inpaint_psnr_eyes")) else "")
         rows.append([label] + [f"{_fmt(r, f'inpaint_psnr_{k}', 2)} ({_fmt(r, f'inpaint_ssim_{k}')})"
                                if _num(r.get(f"inpaint_psnr_{k}")) else "n/a" for k in MASKS])
-    lines += _table(["model"] + list(MASKS), rows)
-    lines += ["", "## Identity left in the label-free code (logistic probe, test accuracy; lower is better)", "",
-              f"Chance: {_fmt(ours, 'chance_accuracy')}. Ours: z_u (z_s classifies identity at "
-              f"{_fmt(ours, 'zs_probe_accuracy')}); baselines: z, the mean of q(z | x, c).", ""]
-    lines += _table(["model", "code", "identity probe accuracy"],
-                    [[LABELS[m], "z_u" if m in (OURS, OURS_JOINT) else "z",
-                      _fmt(r, "zu_probe_accuracy" if m in (OURS, OURS_JOINT) else "z_probe_accuracy")]
+    return lines + _table(["model"] + list(MASKS), rows)
+
+
+def _identity_probe_table(reports: dict[str, dict]) -> list[str]:
+    ours = reports[OURS]
+    lines = ["", "## Identity left in the label-free code (logistic probe, test accuracy; lower is better)", "",
+             f"Chance: {_fmt(ours, 'chance_accuracy')}. Ours: z_u (z_s classifies identity at "
+             f"{_fmt(ours, 'zs_probe_accuracy')}); baselines: z, the mean of q(z | x, c).", ""]
+    return lines + _table(["model", "code", "identity probe accuracy"],
+                          [[LABELS[m], "z_u" if m in (OURS, OURS_JOINT) else "z",
+                            _fmt(r, "zu_probe_accuracy" if m in (OURS, OURS_JOINT) else "z_probe_accuracy")]
+                           for m, r in reports.items()])
+
+
+def _disentanglement_tables(reports: dict[str, dict], ours_table: Path | None, baselines_dir: Path) -> list[str]:
+    """The synthetic set's disentanglement summary and per-factor tables (none without its ground truth)."""
+    if not any(_num(r.get("disentanglement_gap")) for r in reports.values()):
+        return []
+    lines = ["", "## Disentanglement on the synthetic ground truth", "",
+             "Mean probe score (R^2 or accuracy, held-out codes) of the identity factors and of the nuisance "
+             "factors from the label-free code: z_u for ours, z for the baselines. disentanglement_gap = mean "
+             "over identity factors of (score from the label-relevant code - score from the label-free code) + "
+             "mean over nuisance factors of the reverse; for the baselines the label-relevant code is the true "
+             "one-hot label, an oracle that knows every identity factor, so their gap is not comparable with "
+             "ours (ours: z_s, inferred from the image).", ""]
+    lines += _table(["model", "identity factors from the label-free code (lower is better)",
+                     "nuisance factors from it (higher is better)", "disentanglement_gap"],
+                    [[LABELS[m], _fmt(r, "label_free_identity"), _fmt(r, "label_free_nuisance"),
+                      _fmt(r, "disentanglement_gap") + (" (oracle label)" if m not in (OURS, OURS_JOINT) and
+                                                        _num(r.get("disentanglement_gap")) else "")]
                      for m, r in reports.items()])
-    if any(_num(r.get("disentanglement_gap")) for r in reports.values()):
-        lines += ["", "## Disentanglement on the synthetic ground truth", "",
-                  "Mean probe score (R^2 or accuracy, held-out codes) of the identity factors and of the nuisance "
-                  "factors from the label-free code: z_u for ours, z for the baselines. disentanglement_gap = mean "
-                  "over identity factors of (score from the label-relevant code - score from the label-free code) + "
-                  "mean over nuisance factors of the reverse; for the baselines the label-relevant code is the true "
-                  "one-hot label, an oracle that knows every identity factor, so their gap is not comparable with "
-                  "ours (ours: z_s, inferred from the image).", ""]
-        lines += _table(["model", "identity factors from the label-free code (lower is better)",
-                         "nuisance factors from it (higher is better)", "disentanglement_gap"],
-                        [[LABELS[m], _fmt(r, "label_free_identity"), _fmt(r, "label_free_nuisance"),
-                          _fmt(r, "disentanglement_gap") + (" (oracle label)" if m not in (OURS, OURS_JOINT) and
-                                                            _num(r.get("disentanglement_gap")) else "")]
-                         for m, r in reports.items()])
-        lines += _factor_tables(ours_table, baselines_dir, models)
-    lines += _judge_table(reports)
-    lines += _figures(reports, ours_figures, baselines_dir, md_path)
-    return "\n".join(lines) + "\n"
+    return lines + _factor_tables(ours_table, baselines_dir, list(reports))
 
 
 def run_compare(params: Params, params_path: Path, ours: Path, baselines_dir: Path, ours_table: Path | None,

@@ -21,7 +21,7 @@ import torch
 
 from lrlivae.data.aligned import AlignedFaces, to_float_tensor
 from lrlivae.evaluate import figures as figs
-from lrlivae.evaluate.classifier import accuracy, load_evaluator, save_evaluator, train_evaluator
+from lrlivae.evaluate.classifier import EvaluatorTraining, accuracy, load_evaluator, save_evaluator, train_evaluator
 from lrlivae.evaluate.identity import REAL_FACE_SOURCES, JudgeReference, judge_enabled
 from lrlivae.evaluate.protocol import EvalProtocol, score_model
 from lrlivae.io import atomic_write_bytes, atomic_write_json, save_png
@@ -41,9 +41,10 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
     with stage_run("train_evaluator", params.model_dump(mode="json"), params_path) as tracker:
         tracker.log_dataset(data_dir, context="training")
         start = time.perf_counter()
-        model = train_evaluator(np.asarray(ds.faces[tr]), labels[tr], epochs=cfg.epochs, batch=cfg.batch_size,
-                                lr=cfg.lr, optimizer=cfg.optimizer, seed=params.seed, progress=lambda r: tracker.log_metrics(
-                                    {f"evaluator/{k}": v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])))
+        training = EvaluatorTraining(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+                                     seed=params.seed)
+        model = train_evaluator(np.asarray(ds.faces[tr]), labels[tr], training, progress=lambda r: tracker.log_metrics(
+            {f"evaluator/{k}": v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])))
         metrics = {"evaluator_test_accuracy": accuracy(model, np.asarray(ds.faces[te]), labels[te]),
                    "evaluator_train_seconds": time.perf_counter() - start, "classes": len(ids)}
         save_evaluator(model, Path(out_dir) / "evaluator.pt", identities=ids)

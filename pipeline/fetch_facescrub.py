@@ -24,7 +24,7 @@ def run(params: Params, params_path: Path, lists: Sequence[str | Path], out_root
         dry_run: bool = False) -> dict:
     """Download the images of `lists` (default: `fetch_facescrub.lists`) into `out_root`; with `dry_run`
     only parse the lists and print what would be fetched (no files, no metrics, no MLflow run)."""
-    from lrlivae.fetch.download import fetch_facescrub
+    from lrlivae.fetch.download import FetchOptions, fetch_facescrub
     from lrlivae.fetch.fetch_report import plan_facescrub
 
     cfg = params.fetch_facescrub
@@ -44,10 +44,9 @@ def run(params: Params, params_path: Path, lists: Sequence[str | Path], out_root
         return dict(EMPTY_METRICS)
     with stage_run("fetch_facescrub", params.model_dump(mode="json"), params_path) as tracker:
         tracker.set_tags({"lists": ",".join(str(p) for p in chosen)})
-        summary = fetch_facescrub(
-            chosen, out_root, workers=cfg.workers, per_host=cfg.per_host, timeout=cfg.timeout,
-            retries=cfg.retries, backoff=cfg.backoff, max_bytes=cfg.max_bytes, env_proxy=cfg.env_proxy,
-        )
+        options = FetchOptions(workers=cfg.workers, per_host=cfg.per_host, timeout=cfg.timeout, retries=cfg.retries,
+                               backoff=cfg.backoff, max_bytes=cfg.max_bytes, env_proxy=cfg.env_proxy)
+        summary = fetch_facescrub(chosen, out_root, options)
         metrics = summary.metrics()
         atomic_write_json(metrics_path, metrics)
         tracker.log_metrics(metrics)

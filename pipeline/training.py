@@ -19,7 +19,7 @@ from lrlivae.nn.model import build_discriminator, build_model
 from lrlivae.train import distributed as ddp
 from lrlivae.train import monitor
 from lrlivae.train.checkpoint import load_checkpoint
-from lrlivae.train.loop import NonFiniteLoss, Trainer, TrainSettings
+from lrlivae.train.loop import CheckpointSpec, Hooks, NonFiniteLoss, TrainData, Trainer, TrainSettings
 from lrlivae.train.steps import LossWeights
 from pipeline.params import Params, TrainShared
 from pipeline.schema import values_for
@@ -249,13 +249,13 @@ def run_training(stage: str, params: Params, params_path: Path, data_dir: Path, 
     with track as tracker:
         for data in dict.fromkeys(data_dirs) if tracker is not None else ():
             tracker.log_dataset(data, context="training")
-        trainer = Trainer(model, disc, d.ds.faces, d.rows, d.labels, settings, ckpt, run_id, extra_state=extra,
-                          device=device, dist=info,
-                          log_fn=(lambda m, step: tracker.log_metrics(m, step=step)) if info.is_main else None,
-                          on_epoch=epoch_monitor(tracker, model, d, mode, device, params.seed, grid_classes)
-                          if info.is_main else None,
-                          gm_epochs_before=float(init.get("gm_epochs", 0.0)) if init else 0.0,
-                          labeled=(d.lab.faces, d.lab_rows, d.lab_labels) if mode == "semi" else None)
+        train_data = TrainData(d.ds.faces, d.rows, d.labels,
+                               labeled=(d.lab.faces, d.lab_rows, d.lab_labels) if mode == "semi" else None)
+        hooks = Hooks(log_fn=lambda m, step: tracker.log_metrics(m, step=step),
+                      on_epoch=epoch_monitor(tracker, model, d, mode, device, params.seed, grid_classes)
+                      ) if info.is_main else Hooks()
+        trainer = Trainer(model, disc, train_data, settings, CheckpointSpec(ckpt, run_id, extra), device=device,
+                          dist=info, hooks=hooks, gm_epochs_before=float(init.get("gm_epochs", 0.0)) if init else 0.0)
         run_trainer(trainer)
         if not info.is_main:
             return {}

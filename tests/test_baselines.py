@@ -19,7 +19,7 @@ from lrlivae.baselines.models import disc_features
 from lrlivae.baselines.steps import STEPS
 from lrlivae.baselines.train import BaselineTrainer
 from lrlivae.nn.config import ModelConfig
-from lrlivae.train.loop import TrainSettings
+from lrlivae.train.loop import CheckpointSpec, Hooks, TrainData, TrainSettings
 from pipeline.cli import app
 from tests.conftest import write_params
 from tests.test_training_stages import N_ID, make_aligned, train_params
@@ -204,8 +204,8 @@ def _trainer(kind, tmp_path, steps, log_fn=None, faces=None):
     labels = np.arange(24) % C
     settings = TrainSettings(mode="joint", steps=steps, batch_size=6, checkpoint_every=2, log_every=1, seed=0)
     extra = {"kind": kind, "baseline_config": model.cfg.to_dict(), "identities": ["a", "b", "c"]}
-    return BaselineTrainer(model, disc, faces, np.arange(24), labels, settings, BaselineWeights(),
-                           tmp_path / "model.pt", "fp", extra_state=extra, log_fn=log_fn), faces
+    return BaselineTrainer(model, disc, TrainData(faces, np.arange(24), labels), settings, BaselineWeights(),
+                           CheckpointSpec(tmp_path / "model.pt", "fp", extra), hooks=Hooks(log_fn)), faces
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -13,7 +13,7 @@ import torch
 
 from lrlivae.nn.model import build_discriminator, build_model
 from lrlivae.train.checkpoint import load_checkpoint
-from lrlivae.train.loop import Trainer, TrainSettings
+from lrlivae.train.loop import CheckpointSpec, Hooks, TrainData, Trainer, TrainSettings
 from lrlivae.train.prefetch import Prefetcher, gather
 from lrlivae.train.sampler import EpochSampler
 from tests.conftest import REPO
@@ -35,8 +35,8 @@ def _trainer(folder, faces, labels, steps, prefetch=True, mode="joint", labeled=
     model, disc = build_model(cfg), build_discriminator(cfg)
     s = TrainSettings(mode=mode, steps=steps, batch_size=8, n_gm=2, log_every=1, seed=0, gm_shift=2, gm_flip=True,
                       gm_color=0.2, **{"checkpoint_every": 100, **settings})
-    t = Trainer(model, disc, faces, np.arange(len(faces)), labels, s, folder / "model.pt", "fp", labeled=labeled,
-                log_fn=log_fn)
+    t = Trainer(model, disc, TrainData(faces, np.arange(len(faces)), labels, labeled), s,
+                CheckpointSpec(folder / "model.pt", "fp"), hooks=Hooks(log_fn))
     t.prefetch = prefetch
     return t
 

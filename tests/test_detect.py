@@ -186,7 +186,7 @@ def test_missing_weights_give_clear_message(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("equalize", [False, True])
 def test_align_stage_passes_the_opencv_settings_to_the_detector(equalize, monkeypatch):
-    from pipeline.align import _WORKER, _init_worker
+    from pipeline.align_workers import _WORKER, _init_worker
     from pipeline.params import AlignParams
 
     cfg = AlignParams.model_validate({"opencv": {"min_neighbors": 3, "equalize": equalize}}).for_source("synthetic")

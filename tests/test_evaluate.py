@@ -239,7 +239,8 @@ def _colour_set(n_per_class: int, seed: int):
 def test_evaluator_trains_and_round_trips(tmp_path):
     x, y = _colour_set(24, seed=0)
     xt, yt = _colour_set(10, seed=1)
-    model = classifier.train_evaluator(x, y, epochs=3, batch=16, lr=0.02, seed=0, val=(xt, yt))
+    model = classifier.train_evaluator(x, y, classifier.EvaluatorTraining(epochs=3, batch_size=16, lr=0.02, seed=0),
+                                       val=(xt, yt))
     assert classifier.accuracy(model, xt, yt) > 0.9 and len(model.history) == 3
     probs = classifier.predict_probs(model, xt)
     assert probs.shape == (40, 4) and np.allclose(probs.sum(1), 1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lrlivae.nn.model import build_discriminator, build_model
-from lrlivae.train.loop import Trainer, TrainSettings
+from lrlivae.train.loop import CheckpointSpec, TrainData, Trainer, TrainSettings
 from tests.test_train_steps import tiny_cfg, tiny_data
 
 pytestmark = pytest.mark.gpu
@@ -26,8 +26,8 @@ def _train(tmp_path, precision: str):
     model, disc = build_model(cfg).cuda(), build_discriminator(cfg).cuda()
     s = TrainSettings(mode="joint", steps=20, batch_size=16, n_gm=1, checkpoint_every=100, log_every=5,
                       precision=precision)
-    t = Trainer(model, disc, faces, np.arange(len(faces)), labels, s, tmp_path / f"{precision}.pt", "fp",
-                device="cuda")
+    t = Trainer(model, disc, TrainData(faces, np.arange(len(faces)), labels), s,
+                CheckpointSpec(tmp_path / f"{precision}.pt", "fp"), device="cuda")
     t.run()
     return model
 
@@ -51,8 +51,9 @@ def test_batches_prefetched_to_cuda_are_the_batches_fetched_on_the_spot(tmp_path
     for prefetch in (True, False):
         s = TrainSettings(mode="joint", steps=4, batch_size=16, n_gm=2, checkpoint_every=100, seed=0)
         cfg = tiny_cfg()
-        t = Trainer(build_model(cfg).cuda(), build_discriminator(cfg).cuda(), faces, np.arange(len(faces)), labels,
-                    s, tmp_path / f"{prefetch}.pt", "fp", device="cuda")
+        t = Trainer(build_model(cfg).cuda(), build_discriminator(cfg).cuda(),
+                    TrainData(faces, np.arange(len(faces)), labels), s,
+                    CheckpointSpec(tmp_path / f"{prefetch}.pt", "fp"), device="cuda")
         t.prefetch = prefetch
         trainers.append(t)
     ahead, direct = trainers

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from lrlivae.nn.model import build_model
-from lrlivae.train.loop import Trainer, TrainSettings
+from lrlivae.train.loop import CheckpointSpec, TrainData, Trainer, TrainSettings
 from lrlivae.train.steps import LossWeights, joint_forward
 from tests.test_train_steps import C, tiny_cfg, tiny_data
 
@@ -44,7 +44,7 @@ def test_loop_refits_the_prior_to_the_codes_at_the_end(tmp_path):
     faces, labels = tiny_data(48)
     model = build_model(tiny_cfg())
     s = TrainSettings(mode="gm", steps=4, batch_size=8, gm_refit="end", checkpoint_every=100)
-    Trainer(model, None, faces, np.arange(48), labels, s, tmp_path / "m.pt", "fp").run()
+    Trainer(model, None, TrainData(faces, np.arange(48), labels), s, CheckpointSpec(tmp_path / "m.pt", "fp")).run()
     from lrlivae.data.aligned import to_float_tensor
 
     model.eval()

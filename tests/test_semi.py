@@ -14,7 +14,7 @@ from lrlivae.data.aligned import AlignedWriter
 from lrlivae.evaluate.swap import swap_grid, verification_auc
 from lrlivae.nn.model import build_discriminator, build_model
 from lrlivae.train.checkpoint import load_checkpoint
-from lrlivae.train.loop import Trainer, TrainSettings
+from lrlivae.train.loop import CheckpointSpec, Hooks, TrainData, Trainer, TrainSettings
 from lrlivae.train.steps import LossWeights, joint_forward, joint_step
 from pipeline.cli import app
 from tests.conftest import write_params
@@ -67,8 +67,8 @@ def test_semi_mode_never_reads_labels_and_resumes(tmp_path):
         torch.manual_seed(0)
         cfg = tiny_cfg()
         s = TrainSettings(mode="semi", steps=6, batch_size=8, checkpoint_every=2, log_every=1, seed=0)
-        return Trainer(build_model(cfg), build_discriminator(cfg), faces, np.arange(len(faces)), poisoned, s,
-                       path / "model.pt", "fp", log_fn=log_fn)
+        return Trainer(build_model(cfg), build_discriminator(cfg), TrainData(faces, np.arange(len(faces)), poisoned), s,
+                       CheckpointSpec(path / "model.pt", "fp"), hooks=Hooks(log_fn))
 
     full = trainer(tmp_path / "a")
     full.run()

@@ -14,7 +14,7 @@ from lrlivae.nn.config import ModelConfig
 from lrlivae.nn.model import build_discriminator, build_model
 from lrlivae.train import augment
 from lrlivae.train.checkpoint import load_checkpoint
-from lrlivae.train.loop import NonFiniteLoss, Trainer, TrainSettings
+from lrlivae.train.loop import CheckpointSpec, Hooks, NonFiniteLoss, TrainData, Trainer, TrainSettings
 from lrlivae.train.steps import LossWeights, joint_forward, joint_step
 
 C = 4
@@ -133,7 +133,9 @@ def _trainer(tmp_path, faces, labels, steps, mode="joint", seed=0, **kw):
     disc = build_discriminator(cfg) if mode == "joint" else None
     s = TrainSettings(mode=mode, steps=steps, batch_size=8, n_gm=2, checkpoint_every=kw.pop("checkpoint_every", 2),
                       log_every=1, seed=seed, sigma_lr_decay_epochs=1.0)
-    return Trainer(model, disc, faces, np.arange(len(faces)), labels, s, tmp_path / "model.pt", "fp", **kw)
+    hooks = Hooks(kw.pop("log_fn", None), kw.pop("on_epoch", None))
+    return Trainer(model, disc, TrainData(faces, np.arange(len(faces)), labels), s,
+                   CheckpointSpec(tmp_path / "model.pt", "fp"), hooks=hooks, **kw)
 
 
 class Killed(Exception):
@@ -212,7 +214,8 @@ def _ddp_worker(rank, world, tmp, port):
     cfg = tiny_cfg()
     model, disc = build_model(cfg), build_discriminator(cfg)
     s = TrainSettings(mode="joint", steps=3, batch_size=4, n_gm=1, checkpoint_every=100, log_every=1, seed=0)
-    tr = Trainer(model, disc, faces, np.arange(len(faces)), labels, s, tmp / f"ckpt{rank}.pt", "fp", dist=info)
+    tr = Trainer(model, disc, TrainData(faces, np.arange(len(faces)), labels), s,
+                 CheckpointSpec(tmp / f"ckpt{rank}.pt", "fp"), dist=info)
     tr.run()
     torch.save({k: v.clone() for k, v in model.state_dict().items()}, tmp / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()

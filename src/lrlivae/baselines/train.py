@@ -8,16 +8,13 @@ critic side: discriminator and, for cVAE-GAN, the auxiliary classifier) and the 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Callable
-
-import numpy as np
 import torch
 
 from lrlivae.baselines.steps import STEPS, BaselineWeights
 from lrlivae.train import distributed as ddp
-from lrlivae.train.loop import Trainer, TrainSettings, channels_last
+from lrlivae.train.loop import CheckpointSpec, Hooks, TrainData, Trainer, TrainSettings
 from lrlivae.train.sampler import EpochSampler
+from lrlivae.train.speed import channels_last
 
 
 class BaselineTrainer(Trainer):
@@ -25,20 +22,12 @@ class BaselineTrainer(Trainer):
     iteration; settings.weights is unused, the baseline's weights are `weights`). Checkpoints are the
     loop's own (no GM optimiser; the GM sampler is the joint one)."""
 
-    def __init__(self, model, disc, faces, rows: np.ndarray, labels: np.ndarray, settings: TrainSettings,
-                 weights: BaselineWeights, checkpoint_path: Path, fingerprint: str, extra_state: dict | None = None,
-                 device: torch.device | str = "cpu", dist: ddp.DistInfo = ddp.DistInfo(),
-                 log_fn: Callable[[dict, int], None] | None = None,
-                 on_epoch: Callable[["Trainer", int], None] | None = None):
+    def __init__(self, model, disc, data: TrainData, settings: TrainSettings, weights: BaselineWeights,
+                 checkpoint: CheckpointSpec, *, device: torch.device | str = "cpu", dist: ddp.DistInfo = ddp.DistInfo(),
+                 hooks: Hooks = Hooks()):
         s = replace(settings, mode="joint", n_gm=0)
-        self.model, self.disc, self.faces = model, disc, faces
-        self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
-        self.s, self.w = s, weights  # the loop's checkpoint records asdict(self.w)
+        self._take_inputs(model, disc, data, s, weights, checkpoint, device, dist, hooks)
         self.step_fn = STEPS[model.kind]
-        self.checkpoint_path, self.fingerprint = Path(checkpoint_path), fingerprint
-        self.extra_state = extra_state or {}
-        self.device, self.dist = torch.device(device), dist
-        self.log_fn, self.on_epoch = log_fn, on_epoch
         self.gm_epochs_before = 0.0
         channels_last(model, disc)
         betas = (s.beta1, s.beta2)
@@ -48,13 +37,11 @@ class BaselineTrainer(Trainer):
         critic = (list(disc.parameters()) if disc is not None else []) + critic
         self.opt_d = torch.optim.Adam(critic, lr=s.lr, betas=betas) if critic else None
         self.opt_gm = None
-        self.joint_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 2, rank=dist.rank, world=dist.world)
+        self.joint_sampler = EpochSampler(data.rows, s.batch_size, seed=s.seed * 7919 + 2, rank=dist.rank,
+                                          world=dist.world)
         self.gm_sampler = self.joint_sampler  # no GM steps; the loop reads its epoch progress only
         self.generator = torch.Generator(device=self.device).manual_seed(int(s.seed) * 1000 + dist.rank + 17)
         self.labeled = None
-        self.step = 0
-        self.last_saved_step = -1
-        self.history: list[dict] = []
 
     def progress_name(self) -> str:
         return self.model.kind  # cvae, cgan, cvaegan: not the joint step it borrows the loop of

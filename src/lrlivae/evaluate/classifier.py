@@ -6,7 +6,7 @@ Architecture (`EvaluatorConfig`): a 3x3 stem conv (channels[0], stride image_siz
 always run at 32, 16 and 8 px), three stages of two BasicBlocks (He et al. 2016; default 16, 32, 64
 channels; the 2nd and 3rd stage start with stride 2), global average pooling -> channels[2] features
 -> fc(C).
-Training protocol (fixed up to the arguments of `train_evaluator`): inputs in [-1, 1]; per image a random
+Training protocol (`EvaluatorTraining`, fixed up to its fields): inputs in [-1, 1]; per image a random
 shift of up to +-4 px (replicate padding, random crop) and a random horizontal flip (p = 0.5);
 SGD (momentum 0.9, nesterov, default lr 0.05) or Adam, weight decay 5e-4, batch 32, a cosine
 learning-rate decay to 0 over all steps; cross-entropy; 30 epochs; the last incomplete batch of an
@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -118,60 +118,53 @@ def augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 4, flip: boo
     return torch.where(flips[:, None, None, None], out.flip(-1), out).contiguous()
 
 
-def train_evaluator(images_u8: np.ndarray, labels: np.ndarray, *, epochs: int = 30, batch: int = 32,
-                    lr: float = 0.05, seed: int = 0, val: tuple[np.ndarray, np.ndarray] | None = None,
-                    progress: bool | Callable[[dict], None] = False, optimizer: str = "sgd",
-                    weight_decay: float = 5e-4, max_shift: int = 4, flip: bool = True,
+@dataclass
+class EvaluatorTraining:
+    """The evaluator's training protocol (module docstring); the defaults are the protocol's."""
+
+    epochs: int = 30
+    batch_size: int = 32  # the last incomplete batch of an epoch is dropped
+    lr: float = 0.05  # peak learning rate, decayed to 0 along a cosine over all steps
+    optimizer: Literal["sgd", "adam"] = "sgd"  # sgd: momentum 0.9, nesterov
+    weight_decay: float = 5e-4
+    max_shift: int = 4  # augmentation: random shift of up to +-max_shift px ...
+    flip: bool = True  # ... and a random horizontal flip
+    seed: int = 0
+
+
+def train_evaluator(images_u8: np.ndarray, labels: np.ndarray, training: EvaluatorTraining = EvaluatorTraining(),
+                    *, val: tuple[np.ndarray, np.ndarray] | None = None,
+                    progress: bool | Callable[[dict], None] = False,
                     channels: tuple[int, int, int] = (16, 32, 64), device: str | torch.device = "cpu") -> Evaluator:
-    """Fit the evaluator on (N, S, S, 3) uint8 images with integer labels in [0, C).
+    """Fit the evaluator on (N, S, S, 3) uint8 images with integer labels in [0, C), by `training`.
 
     `progress`: True prints one line per epoch; a callable gets {epoch, loss, train_acc, val_acc,
     seconds} after each epoch. The per-epoch records are also kept in `model.history`.
     """
-    images_u8, labels = np.asarray(images_u8), np.asarray(labels, dtype=np.int64)
-    if images_u8.ndim != 4 or images_u8.shape[1] != images_u8.shape[2] or len(images_u8) != len(labels):
-        raise ValueError(f"need (N, S, S, 3) images and N labels, got {images_u8.shape} and {labels.shape}")
-    if labels.min() < 0:
-        raise ValueError("labels must be >= 0")
+    t = training
+    images_u8, labels = _checked(images_u8, labels)
     n = len(images_u8)
-    batch = min(batch, n)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    batch = min(t.batch_size, n)
+    torch.manual_seed(t.seed)
+    rng = np.random.default_rng(t.seed)
+    gen = torch.Generator().manual_seed(t.seed)
     cfg = EvaluatorConfig(n_classes=int(labels.max()) + 1, image_size=images_u8.shape[1], channels=channels)
     model = Evaluator(cfg).to(device, memory_format=torch.channels_last)  # NHWC: about a fifth faster on CPU
-    if optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    opt = _optimizer(model, t)
     steps_per_epoch = max(1, n // batch)
-    total = epochs * steps_per_epoch
+    total = t.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     y_all = torch.as_tensor(labels)
     model.history = []
     t0 = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in range(t.epochs):
         model.train()
         perm = rng.permutation(n)
-        loss_sum, correct = 0.0, 0
-        for k in range(steps_per_epoch):
-            idx = np.sort(perm[k * batch : (k + 1) * batch])
-            x = augment(to_float_tensor(images_u8[idx]), gen, max_shift, flip).to(device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = y_all[idx].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
+        batches = [np.sort(perm[k * batch : (k + 1) * batch]) for k in range(steps_per_epoch)]
+        loss_sum, correct = _train_epoch(model, opt, sched, images_u8, y_all, batches, gen, t, device)
         seen = steps_per_epoch * batch
-        if epoch == epochs - 1:  # final batch-norm statistics from the whole (unaugmented) training set
-            precise_bn(model, images_u8, seed=seed)
+        if epoch == t.epochs - 1:  # final batch-norm statistics from the whole (unaugmented) training set
+            precise_bn(model, images_u8, seed=t.seed)
         rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
                "val_acc": accuracy(model, *val) if val is not None else float("nan"),
                "seconds": time.perf_counter() - t0}
@@ -182,6 +175,44 @@ def train_evaluator(images_u8: np.ndarray, labels: np.ndarray, *, epochs: int = 
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()), flush=True)
     model.eval()
     return model
+
+
+def _checked(images_u8, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(N, S, S, 3) images and N labels >= 0 as arrays (int64 labels), or ValueError."""
+    images_u8, labels = np.asarray(images_u8), np.asarray(labels, dtype=np.int64)
+    if images_u8.ndim != 4 or images_u8.shape[1] != images_u8.shape[2] or len(images_u8) != len(labels):
+        raise ValueError(f"need (N, S, S, 3) images and N labels, got {images_u8.shape} and {labels.shape}")
+    if labels.min() < 0:
+        raise ValueError("labels must be >= 0")
+    return images_u8, labels
+
+
+def _optimizer(model: Evaluator, t: EvaluatorTraining) -> torch.optim.Optimizer:
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.9, nesterov=True, weight_decay=t.weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {t.optimizer!r}")
+
+
+def _train_epoch(model: Evaluator, opt, sched, images_u8: np.ndarray, y_all: torch.Tensor, batches: list[np.ndarray],
+                 gen: torch.Generator, t: EvaluatorTraining, device) -> tuple[float, int]:
+    """One epoch of optimiser steps over `batches` (row indices) of augmented images. Returns (the sum of
+    the batches' losses times their sizes, the number of correct training predictions)."""
+    loss_sum, correct = 0.0, 0
+    for idx in batches:
+        x = augment(to_float_tensor(images_u8[idx]), gen, t.max_shift, t.flip).to(device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = y_all[idx].to(device)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += float(loss.detach()) * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+    return loss_sum, correct
 
 
 @torch.no_grad()

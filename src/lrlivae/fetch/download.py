@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -63,42 +63,52 @@ class FetchResult:
     line: str = ""
 
 
-def fetch_facescrub(
-    lists: Sequence[str | os.PathLike],
-    out_root: str | os.PathLike,
-    *,
-    workers: int = 8,
-    per_host: int = 2,
-    timeout: float = 10.0,
-    retries: int = 3,
-    backoff: float = 0.5,
-    max_bytes: int = 20_000_000,
-    user_agent: str = DEFAULT_USER_AGENT,
-    progress: bool = True,
-    host_give_up: int = HOST_GIVE_UP,
-    env_proxy: bool = True,
-) -> FetchSummary:
-    """Download every image of the FaceScrub `lists` into `out_root` (see the module docstring).
+@dataclass
+class FetchOptions:
+    """How `fetch_facescrub` downloads: threads, the per-host cap, the HTTP client's limits and the retry
+    policy (lrlivae.fetch.http_fetch), and whether a progress bar is shown."""
+
+    workers: int = 8  # download threads
+    per_host: int = 2  # rows of one host in flight at most
+    timeout: float = 10.0  # seconds
+    retries: int = 3  # more attempts of a url after a transient failure
+    backoff: float = 0.5  # seconds before the first retry, doubling (http_fetch.new_retry)
+    max_bytes: int = 20_000_000  # a longer body is a failed row
+    user_agent: str = DEFAULT_USER_AGENT
+    host_give_up: int = HOST_GIVE_UP  # a host whose last this many connection attempts failed is given up
+    env_proxy: bool = True  # proxies from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)
+    progress: bool = True
+
+    def check(self) -> None:
+        if (self.workers < 1 or self.per_host < 1 or self.timeout <= 0 or self.retries < 0 or self.backoff < 0
+                or self.max_bytes < 1):
+            raise ValueError("workers, per_host, timeout and max_bytes must be positive, retries and backoff >= 0")
+
+
+def fetch_facescrub(lists: Sequence[str | os.PathLike], out_root: str | os.PathLike,
+                    options: FetchOptions | None = None, **settings) -> FetchSummary:
+    """Download every image of the FaceScrub `lists` into `out_root` (see the module docstring), as
+    `options` say, or FetchOptions' fields given as keywords (`workers=4, retries=0`; over `options`).
 
     Raises when a list file is missing or unreadable, and on local write errors (disk full ...);
     every problem with a url is a failed manifest row instead."""
+    o = replace(options or FetchOptions(), **settings)
     if not lists:
         raise ValueError("no FaceScrub list files given")
-    if workers < 1 or per_host < 1 or timeout <= 0 or retries < 0 or backoff < 0 or max_bytes < 1:
-        raise ValueError("workers, per_host, timeout and max_bytes must be positive, retries and backoff >= 0")
+    o.check()
     start = time.monotonic()
     rows, rejects = read_facescrub_rows(lists)
     root = Path(out_root)
     root.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(root, {r["name"] for r in rows})
     stop = threading.Event()
-    client = HttpClient(per_host=per_host, timeout=timeout, max_bytes=max_bytes, user_agent=user_agent,
-                        env_proxy=env_proxy, host_give_up=host_give_up, stop=stop, connections=workers)
-    rower = _RowFetcher(root, client, retries, backoff, stop)
+    client = HttpClient(per_host=o.per_host, timeout=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
+                        env_proxy=o.env_proxy, host_give_up=o.host_give_up, stop=stop, connections=o.workers)
+    rower = _RowFetcher(root, client, o.retries, o.backoff, stop)
     tasks = [_Task(row, row_host(row["url"]), _result(row)) for row in rows]
-    bar = FetchProgress(len(tasks), enabled=progress, bytes_received=lambda: client.bytes_received)
+    bar = FetchProgress(len(tasks), enabled=o.progress, bytes_received=lambda: client.bytes_received)
     try:
-        with closing(HostPool(tasks, rower.step, workers=workers, per_host=per_host, stop=stop).run()) as settled:
+        with closing(HostPool(tasks, rower.step, workers=o.workers, per_host=o.per_host, stop=stop).run()) as settled:
             for task in settled:
                 bar.update(task.result)
     finally:

@@ -33,3 +33,10 @@ def color(x: torch.Tensor, a: float, generator: torch.Generator) -> torch.Tensor
     b, t = 1 + a * u[:, 0], a * u[:, 1]
     gain = torch.stack([b * (1 + t), b, b * (1 - t)], 1).to(x.dtype)[:, :, None, None]
     return ((x + 1) * gain - 1).clamp_(-1, 1)
+
+
+def gm_augment(x: torch.Tensor, settings, generator: torch.Generator) -> torch.Tensor:
+    """The GM steps' augmentation a TrainSettings asks for (gm_shift, gm_flip, gm_color), in that order."""
+    x = shift(x, settings.gm_shift, generator)
+    x = flip(x, settings.gm_flip, generator)
+    return color(x, settings.gm_color, generator)

@@ -9,93 +9,49 @@
         step); checkpoint every `checkpoint_every`
     final checkpoint, marked finished
 
-The checkpoint holds the model, discriminator, optimisers, sampler positions, RNG states and step, so a
-run killed at any moment and started again ends with the same weights as one never interrupted (CPU).
-Each batch is gathered one step ahead by a background thread (lrlivae.train.prefetch), which changes
-neither the batches nor the sampler positions a checkpoint records.
+A Trainer is given the model (and discriminator), the data (TrainData), its settings (TrainSettings), its
+checkpoint (CheckpointSpec) and what to call back (Hooks). The checkpoint (lrlivae.train.checkpoint) holds
+the model, discriminator, optimisers, sampler positions, RNG states and step, so a run killed at any moment
+and started again ends with the same weights as one never interrupted (CPU). What is logged and when:
+lrlivae.train.log_window.
+Each batch is gathered one step ahead by a background thread (lrlivae.train.batches, .prefetch), which
+changes neither the batches nor the sampler positions a checkpoint records.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
 
 import numpy as np
 import torch
 
-from lrlivae.train import augment
 from lrlivae.train import distributed as ddp
+from lrlivae.train.augment import gm_augment
+from lrlivae.train.batches import BatchFeed
 from lrlivae.train.bn_refresh import refresh_decoder_statistics
-from lrlivae.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lrlivae.train.checkpoint import restore_trainer, save_checkpoint, trainer_state, unfinished_run
+from lrlivae.train.log_window import MAX_EPOCH_CALLS, EpochCalls, LogWindow, bar_postfix, history_row  # noqa: F401
 from lrlivae.train.optim import build_optimizers, set_sigma_lr
-from lrlivae.train.prefetch import Prefetcher, gather
 from lrlivae.train.sampler import EpochSampler
-from lrlivae.train.settings import NonFiniteLoss, TrainSettings  # noqa: F401  (re-exported)
+from lrlivae.train.settings import (CheckpointSpec, Hooks, NonFiniteLoss, TrainData,  # noqa: F401  (re-exported)
+                                    TrainSettings)
+from lrlivae.train.speed import channels_last, compile_modules  # noqa: F401  (re-exported)
 from lrlivae.train.steps import d_step, gm_step, joint_step
 
-CHECKPOINT_FORMAT = "lrlivae-checkpoint-1"
-MAX_EPOCH_CALLS = 20  # on_epoch calls per run, at most (plus the last step)
 
+class Trainer(BatchFeed):
+    """Trains an LrLiVAE (and its discriminator) on uint8 faces with integer labels. Its batches come from
+    `BatchFeed` (lrlivae.train.batches)."""
 
-def channels_last(*modules) -> None:
-    """Store the modules' 4-D weights channels-last (NHWC), as the loop's image batches are: the small nets'
-    convolutions then run about a fifth faster on CPU (bench/train_speed.py). Values are unchanged."""
-    for m in modules:
-        if m is not None:
-            m.to(memory_format=torch.channels_last)
-
-
-def compile_modules(*modules) -> None:
-    """torch.compile each module in place (Module.compile: parameter names and checkpoints unchanged)."""
-    for m in modules:
-        if m is not None:
-            m.compile()
-
-
-class _LogWindow:
-    """Sums of an iteration's scalars over one logging window, and its speed."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.count, self.t0 = 0, time.perf_counter()
-
-    def add(self, scalars: dict) -> None:
-        for k, v in scalars.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.count += 1
-
-    def mean(self) -> dict:
-        out = {k: v / self.count for k, v in self.sums.items()}
-        out["_it_per_s"] = self.count / max(1e-9, time.perf_counter() - self.t0)
-        return out
-
-
-class Trainer:
-    """Trains an LrLiVAE (and its discriminator) on uint8 faces with integer labels."""
-
-    prefetch = True  # gather the next batch in a background thread (False: on the spot, as it is needed)
-    _prefetcher: Prefetcher | None = None
-    _plan = (-1, 0)  # (step, batches taken in that step): where the loop stands in `_requests(step)`
-
-    def __init__(self, model, disc, faces, rows: np.ndarray, labels: np.ndarray, settings: TrainSettings,
-                 checkpoint_path: Path, fingerprint: str, extra_state: dict | None = None,
-                 device: torch.device | str = "cpu", dist: ddp.DistInfo = ddp.DistInfo(),
-                 log_fn: Callable[[dict, int], None] | None = None,
-                 on_epoch: Callable[["Trainer", int], None] | None = None,
-                 gm_epochs_before: float = 0.0, labeled: tuple | None = None):
-        """faces / rows / labels: the training set (mode semi: the unlabeled set, labels ignored).
-        labeled: (faces, rows, labels) of the labeled set, for mode semi with mix_labeled > 0."""
-        self.model, self.disc, self.faces = model, disc, faces
-        self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
-        self.s, self.w = settings, settings.weights
-        self.checkpoint_path, self.fingerprint = Path(checkpoint_path), fingerprint
-        self.extra_state = extra_state or {}
-        self.device, self.dist = torch.device(device), dist
-        self.log_fn, self.on_epoch = log_fn, on_epoch
+    def __init__(self, model, disc, data: TrainData, settings: TrainSettings, checkpoint: CheckpointSpec, *,
+                 device: torch.device | str = "cpu", dist: ddp.DistInfo = ddp.DistInfo(), hooks: Hooks = Hooks(),
+                 gm_epochs_before: float = 0.0):
+        """gm_epochs_before: the epochs of GM steps the model had before this stage (the GM variances' learning
+        rate schedule counts on from there)."""
+        self._take_inputs(model, disc, data, settings, settings.weights, checkpoint, device, dist, hooks)
         self.gm_epochs_before = gm_epochs_before
-        s = settings
+        s, rows, labeled = settings, data.rows, data.labeled
         channels_last(*self._trained())
         if s.compile:
             compile_modules(model.enc_s, model.enc_u, model.dec, disc)
@@ -105,7 +61,7 @@ class Trainer:
         self.joint_sampler = EpochSampler(rows, s.batch_size, seed=s.seed * 7919 + 2, rank=dist.rank, world=dist.world)
         self.generator = torch.Generator(device=self.device).manual_seed(base + 17)
         self.labeled = None
-        self.refit_source = (faces, rows, self.labels) if s.mode != "semi" else None
+        self.refit_source = (data.faces, rows, self.labels) if s.mode != "semi" else None
         if s.mode == "semi" and (s.mix_labeled > 0 or s.semi_n_gm > 0 or s.gm_refit != "none"):
             if labeled is None:
                 raise ValueError("mix_labeled > 0, semi_n_gm > 0 and gm_refit need the labeled set")
@@ -115,6 +71,17 @@ class Trainer:
             self.gm_sampler = EpochSampler(l_rows, s.batch_size, seed=s.seed * 7919 + 3, rank=dist.rank, world=dist.world)
             self.refit_source = (l_faces, l_rows, self.labeled[1])
         self.mix_rng_seed = s.seed * 7919 + 4
+
+    def _take_inputs(self, model, disc, data: TrainData, settings: TrainSettings, weights,
+                     checkpoint: CheckpointSpec, device: torch.device | str, dist: ddp.DistInfo, hooks: Hooks) -> None:
+        """The attributes every trainer has (BaselineTrainer too), and the run's start: step 0, no history."""
+        self.model, self.disc, self.faces = model, disc, data.faces
+        self.labels = torch.as_tensor(np.array(data.labels, dtype=np.int64))
+        self.s, self.w = settings, weights  # the checkpoint records asdict(self.w)
+        self.checkpoint_path, self.fingerprint = Path(checkpoint.path), checkpoint.fingerprint
+        self.extra_state = checkpoint.extra_state
+        self.device, self.dist = torch.device(device), dist
+        self.log_fn, self.on_epoch = hooks.log_fn, hooks.on_epoch
         self.step = 0
         self.last_saved_step = -1
         self.history: list[dict] = []  # logged loss terms per logged step, kept in the checkpoint
@@ -124,54 +91,15 @@ class Trainer:
         return [self.model] + ([self.disc] if self.disc is not None else [])
 
     def state_dict(self, finished: bool) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "finished": finished,
-            "fingerprint": self.fingerprint,
-            "step": self.step,
-            "mode": self.s.mode,
-            "settings": {k: v for k, v in asdict(self.s).items() if k != "weights"},
-            "weights": asdict(self.w),
-            "model": self.model.state_dict(),
-            "disc": self.disc.state_dict() if self.disc is not None else None,
-            "opt_gm": self.opt_gm.state_dict() if self.opt_gm is not None else None,
-            "opt_g": self.opt_g.state_dict() if self.opt_g is not None else None,
-            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
-            "sampler_gm": self.gm_sampler.state_dict(),
-            "sampler_joint": self.joint_sampler.state_dict(),
-            "rng": {**rng_state(), "generator": self.generator.get_state()},
-            "gm_epochs": self.gm_epochs,
-            "history": self.history,
-            **self.extra_state,
-        }
+        return trainer_state(self, finished)
 
     def load_state_dict(self, st: dict) -> None:
-        self.model.load_state_dict(st["model"])
-        if self.disc is not None and st.get("disc") is not None:
-            self.disc.load_state_dict(st["disc"])
-        if self.opt_gm is not None:
-            self.opt_gm.load_state_dict(st["opt_gm"])
-        if self.opt_g is not None:
-            self.opt_g.load_state_dict(st["opt_g"])
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(st["opt_d"])
-        self.gm_sampler.load_state_dict(st["sampler_gm"])
-        self.joint_sampler.load_state_dict(st["sampler_joint"])
-        set_rng_state(st["rng"])
-        self.generator.set_state(st["rng"]["generator"])
-        self.step = int(st["step"])
-        self.last_saved_step = self.step
-        self.history = list(st.get("history", []))
+        restore_trainer(self, st)
 
     def try_resume(self) -> bool:
         """Continue from an unfinished checkpoint of this very run (same fingerprint), if there is one."""
-        if not self.checkpoint_path.exists():
-            return False
-        try:
-            st = load_checkpoint(self.checkpoint_path, map_location=self.device)
-        except ValueError:
-            return False
-        if st.get("format") != CHECKPOINT_FORMAT or st.get("finished") or st.get("fingerprint") != self.fingerprint:
+        st = unfinished_run(self.checkpoint_path, self.fingerprint, map_location=self.device)
+        if st is None:
             return False
         self.load_state_dict(st)
         return True
@@ -193,61 +121,9 @@ class Trainer:
         return set_sigma_lr(self.opt_gm, self.s, self.gm_epochs)
 
     # ------------------------------------------------------------------ steps
-    def _requests(self, step: int) -> list[tuple[EpochSampler, tuple | None]]:
-        """The batches iteration `step` of `run` takes, in order, as (sampler, source) pairs: what the
-        prefetcher gathers ahead. A wrong guess costs time, never a different batch."""
-        s = self.s
-        if s.mode == "gm":
-            return [(self.gm_sampler, None)]
-        if s.mode == "semi":
-            last = ((self.gm_sampler, self.labeled) if self._mixed_step_is_labeled(step)
-                    else (self.joint_sampler, None))
-            return [(self.gm_sampler, self.labeled)] * s.semi_n_gm + [last]
-        return [(self.gm_sampler, None)] * s.n_gm + [(self.joint_sampler, None)]
-
-    def _batch(self, sampler: EpochSampler, source: tuple | None = None):
-        """The next batch of `sampler` from `source` (faces, labels) (default: the training set), on the
-        device; meanwhile the batch after it is gathered in the background."""
-        faces, labels = source or (self.faces, self.labels)
-        rows = sampler.next()
-        if not self.prefetch:
-            return gather(faces, labels, rows, self.device)
-        if self._prefetcher is None:
-            self._prefetcher = Prefetcher(self.device)
-        x, y = self._prefetcher.take(faces, labels, rows)
-        step, taken = self._plan
-        taken = taken + 1 if step == self.step else 1
-        self._plan = (self.step, taken)
-        plan = self._requests(self.step)
-        if taken < len(plan):
-            nxt = plan[taken]
-        elif self.step + 1 < self.s.steps:
-            nxt = self._requests(self.step + 1)[0]
-        else:
-            return x, y  # the run's last batch
-        n_sampler, n_source = nxt
-        n_faces, n_labels = n_source or (self.faces, self.labels)
-        self._prefetcher.ahead(n_sampler, n_faces, n_labels)
-        return x, y
-
-    def _stop_prefetch(self) -> None:
-        if self._prefetcher is not None:
-            self._prefetcher.close()
-            self._prefetcher = None
-        self._plan = (-1, 0)
-
-    def _refresh_images(self):
-        """i -> a batch of random training images (x, y) on the device, for bn_refresh (seeded)."""
-        rows = np.sort(np.asarray(self.joint_sampler.rows))
-        rng = np.random.default_rng([self.s.seed, 7919, 5])
-        n = min(self.s.batch_size, len(rows))
-        return lambda i: gather(self.faces, self.labels, np.sort(rng.choice(rows, n, replace=False)), self.device)
-
     def _autocast(self):
         if self.s.precision == "bf16" and self.device.type in ("cuda", "cpu"):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        import contextlib
-
         return contextlib.nullcontext()
 
     def _check(self, total: torch.Tensor, scalars: dict) -> None:
@@ -258,16 +134,10 @@ class Trainer:
                 if self.last_saved_step >= 0 else "no checkpoint had been written yet")
         raise NonFiniteLoss(f"non-finite {bad[0]} at step {self.step + 1} ({', '.join(bad)}); {kept}")
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        """The GM steps' augmentation (lrlivae.train.augment), drawn from the trainer's generator."""
-        x = augment.shift(x, self.s.gm_shift, self.generator)
-        x = augment.flip(x, self.s.gm_flip, self.generator)
-        return augment.color(x, self.s.gm_color, self.generator)
-
     def _gm(self, source: tuple | None = None) -> dict:
         self._update_sigma_lr()
         x, y = self._batch(self.gm_sampler, source)
-        x = self._augment(x)
+        x = gm_augment(x, self.s, self.generator)  # drawn from the trainer's generator
         with self._autocast():
             total, scalars = gm_step(self.model, self.opt_gm, x, y, self.w)
         self._check(total, scalars)
@@ -288,14 +158,6 @@ class Trainer:
         n = refit_prior(self.model.prior, zs, labels[rows])
         ddp.broadcast_state(self.model.prior)
         return n
-
-    def _mixed_step_is_labeled(self, step: int | None = None) -> bool:
-        """Mode semi: whether this step (default: the current one) takes a labeled batch (a draw fixed by
-        seed and step)."""
-        if self.labeled is None:
-            return False
-        step = self.step if step is None else step
-        return bool(np.random.default_rng([self.mix_rng_seed, step]).random() < self.s.mix_labeled)
 
     def _joint(self) -> dict:
         if self.s.mode == "semi":
@@ -344,10 +206,7 @@ class Trainer:
 
         bar = progress(total=s.steps, initial=self.step, desc=self.progress_name(), unit="it",
                        disable=not self.dist.is_main, mininterval=2.0)
-        log = _LogWindow()
-        # on_epoch (validation figures and image grids for the tracker) at epoch ends, but no more than
-        # MAX_EPOCH_CALLS times a run: a small set's epochs are a few steps long
-        call_gap, last_call = max(1, s.steps // MAX_EPOCH_CALLS), self.step
+        log, epoch_calls = LogWindow(), EpochCalls(s.steps, start=self.step)
         while self.step < s.steps:
             epoch_before = epoch_sampler.epoch if epoch_sampler.position < epoch_sampler.batches_per_epoch \
                 else epoch_sampler.epoch + 1
@@ -356,15 +215,14 @@ class Trainer:
             bar.update(1)
             if self.step % s.log_every == 0 or self.step == s.steps:
                 self._log(log.mean(), epoch_sampler, bar)
-                log = _LogWindow()
+                log = LogWindow()
             epoch_done = epoch_sampler.position >= epoch_sampler.batches_per_epoch
             if s.gm_refit == "epoch" and epoch_done and self.step < s.steps:
                 self.refit()
             if s.gm_refit != "none" and self.step == s.steps:
                 self.refit()
-            if self.on_epoch is not None and ((epoch_done and self.step - last_call >= call_gap) or self.step == s.steps):
+            if self.on_epoch is not None and epoch_calls.due(self.step, epoch_done):
                 self.on_epoch(self, epoch_before)
-                last_call = self.step
             if self.step % s.checkpoint_every == 0 and self.step < s.steps:
                 self.save(finished=False)
         bar.close()
@@ -396,12 +254,10 @@ class Trainer:
         logged["lr/gm_sigma"] = self._update_sigma_lr()
         logged["perf/it_per_s"] = logged.pop("_it_per_s")
         logged["epoch"] = epoch_sampler.epoch_progress
-        self.history.append({"step": self.step, **{k: float(v) for k, v in logged.items()
-                                                   if k.startswith(("loss/", "d/"))}})
+        self.history.append(history_row(self.step, logged))
         if self.log_fn is not None and self.dist.is_main:
             self.log_fn(logged, self.step)
-        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss/")
-                         and k.endswith(("cls", "rec", "kl"))})
+        bar.set_postfix(bar_postfix(logged))
 
     def _finish(self) -> None:
         s = self.s

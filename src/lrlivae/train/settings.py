@@ -1,9 +1,12 @@
-"""The typed config of a training stage (TrainSettings) and the error a non-finite loss raises."""
+"""The typed config of a training stage (TrainSettings), what a Trainer is given besides it (TrainData,
+CheckpointSpec, Hooks) and the error a non-finite loss raises."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal
 
+import numpy as np
 from pydantic import Field
 
 from lrlivae.train.steps import LossWeights
@@ -62,3 +65,34 @@ class TrainSettings:
         description="set Sigma_c to the variance of the class's training codes (priors.refit_prior) at the end "
         "of the stage, or at every epoch end too")] = "none"
     weights: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass
+class TrainData:
+    """The faces a Trainer trains on: uint8 faces (N, H, W, 3), the rows of them it trains on and an integer
+    label per face. Mode semi: the unlabeled set (labels ignored), and `labeled` = (faces, rows, labels) of
+    the labeled set, for mix_labeled, semi_n_gm and gm_refit."""
+
+    faces: Any  # (N, H, W, 3) uint8, a memory-mapped array or any array-like
+    rows: np.ndarray
+    labels: np.ndarray
+    labeled: tuple | None = None
+
+
+@dataclass
+class CheckpointSpec:
+    """Where a run's checkpoint goes, the fingerprint that tells an unfinished checkpoint of this very run
+    (the only one it resumes from), and plain values stored along (model config, identity list)."""
+
+    path: Path
+    fingerprint: str
+    extra_state: dict = field(default_factory=dict)
+
+
+@dataclass
+class Hooks:
+    """What the loop calls besides training: log_fn(scalars, step) at each logging window (main process
+    only), on_epoch(trainer, epoch) at epoch ends (lrlivae.train.log_window.EpochCalls)."""
+
+    log_fn: Callable[[dict, int], None] | None = None
+    on_epoch: Callable[[Any, int], None] | None = None

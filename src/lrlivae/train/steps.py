@@ -152,35 +152,17 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
     for a face of that known class (Sec. 3.6: "its z_s follows the same Gaussian mixture") and pulled
     toward N(mu_c, Sigma_c) instead; the posterior is read from detached codes.
     """
-    prior = model.prior
-    means, logvars = prior.means.detach(), prior.logvars.detach()  # (C, zs_dim)
     zs = model.enc_s(x)  # (B, zs_dim)
     mu, logvar = model.enc_u(x)  # (B, zu_dim)
     eps = randn(tuple(mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
     zu = mu + torch.exp(0.5 * logvar) * eps  # (B, zu_dim), line 14
     t: dict[str, torch.Tensor] = {}
-    if y is None:
-        mu_t, var_t = ambiguous_gaussian(prior)  # (zs_dim,) each, Eq. 11
-        target_mu, target_logvar = mu_t.detach().expand_as(zs), var_t.detach().log().expand_as(zs)
-        if pseudo_label_threshold > 0:
-            with torch.no_grad():
-                post = torch.softmax(prior.posterior_logits(zs.detach()), dim=1)  # (B, C), q(c | z_s)
-                conf, c_hat = post.max(dim=1)
-                known = (conf >= pseudo_label_threshold)[:, None]  # (B, 1)
-            target_mu = torch.where(known, means[c_hat], target_mu)
-            target_logvar = torch.where(known, logvars[c_hat], target_logvar)
-            t["pseudo_fraction"] = known.float().mean()
-    else:
-        target_mu, target_logvar = means[y], logvars[y]  # (B, zs_dim)
+    target_mu, target_logvar = _zs_target(model.prior, zs, y, pseudo_label_threshold, t)  # (B, zs_dim) each
     t["lkd"] = losses.lkd_loss(zs, target_mu, target_logvar, w.lkd_reduction)  # line 18
     t["kl"] = losses.kl_loss(mu, logvar, w.kl_reduction)  # line 12
     if y is not None:
-        z_adv = zu if w.adv_input == "sample" else mu  # (B, zu_dim)
-        frozen_adv = {k: v.detach() for k, v in model.adv.named_parameters()}
-        t["adv_e"] = losses.adv_encoder_loss(functional_call(model.adv, frozen_adv, (z_adv,)))  # line 15
-        t["adv_c"] = losses.adv_classifier_loss(model.adv(z_adv.detach()), y)  # line 16
+        t.update(_adversarial_terms(model, zu, mu, y, w))  # lines 15-16
 
-    b = x.shape[0]
     zs_dim = zs.shape[1]
     dec = lambda z: model.dec(z[:, :zs_dim], z[:, zs_dim:])  # noqa: E731  (B, zs+zu) -> (B, C, H, W)
     z_rec = torch.cat([scale_grad(zs, w.rec_s / w.rec_dec), scale_grad(zu, w.lambda_rec / w.rec_dec)], 1)
@@ -198,23 +180,61 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
         x_p = dec(torch.cat([zs_p, zu_p], 1))  # line 21
         t.update(code_cycles(model, x_p, zs_p, zu_p, w))
     if gan:
-        # One discriminator call on [real; reconstruction; prior sample]: one power iteration.
-        x_real = x.detach().requires_grad_(True) if w.r1 > 0 else x
-        d_in = (torch.cat([x_real, x_gan, x_p], 0), None if y is None else torch.cat([y, y, y], 0))
-        if w.fm > 0:  # the same one call, also returning the feature map feature matching reads
-            d_out, feats = disc(*d_in, return_features=True)  # (3B,), (3B, c, h, w)
-            f_real, f_rec, _ = feats.split(b)
-            t["fm"] = (f_rec - f_real.detach()).pow(2).mean()  # reaches the decoder only (codes detached)
-        else:
-            d_out = disc(*d_in)  # (3B,)
-        d_real, d_rec, d_p = d_out.split(b)
-        t["d"], t["g"] = _d_terms(w, d_real, d_rec, d_p)  # lines 22-23
-        if w.r1 > 0:
-            t["r1"] = losses.r1_penalty(d_real, x_real)
-            t["d"] = t["d"] + w.r1 * t["r1"]
-        t["d_real"], t["d_rec"], t["d_sample"] = d_real.mean(), d_rec.mean(), d_p.mean()
-        t["d_gap"] = (d_real.mean() - d_p.mean()).detach()  # how far D tells real images from samples
+        t.update(_gan_terms(disc, x, x_gan, x_p, y, w))  # lines 22-23
     t["x_rec"] = x_rec
+    return t
+
+
+def _zs_target(prior, zs: torch.Tensor, y: torch.Tensor | None, pseudo_label_threshold: float,
+               t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian z_s is pulled toward (line 18), as (mean, log-variance), each (B, zs_dim), detached:
+    N(mu_y, Sigma_y) for a labeled batch; for an unlabeled one the ambiguous Gaussian of Eq. 11, or the
+    class of a confident pseudo-label (whose share of the batch goes into t["pseudo_fraction"])."""
+    means, logvars = prior.means.detach(), prior.logvars.detach()  # (C, zs_dim)
+    if y is not None:
+        return means[y], logvars[y]
+    mu_t, var_t = ambiguous_gaussian(prior)  # (zs_dim,) each, Eq. 11
+    target_mu, target_logvar = mu_t.detach().expand_as(zs), var_t.detach().log().expand_as(zs)
+    if pseudo_label_threshold > 0:
+        with torch.no_grad():
+            post = torch.softmax(prior.posterior_logits(zs.detach()), dim=1)  # (B, C), q(c | z_s)
+            conf, c_hat = post.max(dim=1)
+            known = (conf >= pseudo_label_threshold)[:, None]  # (B, 1)
+        target_mu = torch.where(known, means[c_hat], target_mu)
+        target_logvar = torch.where(known, logvars[c_hat], target_logvar)
+        t["pseudo_fraction"] = known.float().mean()
+    return target_mu, target_logvar
+
+
+def _adversarial_terms(model, zu: torch.Tensor, mu: torch.Tensor, y: torch.Tensor, w: LossWeights) -> dict:
+    """Lines 15-16: L_E^adv (Encoder^u fools the classifier, whose weights enter detached) and L_C^adv (the
+    classifier learns y from a detached z_u)."""
+    z_adv = zu if w.adv_input == "sample" else mu  # (B, zu_dim)
+    frozen_adv = {k: v.detach() for k, v in model.adv.named_parameters()}
+    return {"adv_e": losses.adv_encoder_loss(functional_call(model.adv, frozen_adv, (z_adv,))),  # line 15
+            "adv_c": losses.adv_classifier_loss(model.adv(z_adv.detach()), y)}  # line 16
+
+
+def _gan_terms(disc, x: torch.Tensor, x_gan: torch.Tensor, x_p: torch.Tensor, y: torch.Tensor | None,
+               w: LossWeights) -> dict:
+    """Lines 22-23: one discriminator call on [real; reconstruction; prior sample] (one power iteration):
+    the D and G losses, the optional R1 penalty and feature-matching distance, and D's mean outputs."""
+    t, b = {}, x.shape[0]
+    x_real = x.detach().requires_grad_(True) if w.r1 > 0 else x
+    d_in = (torch.cat([x_real, x_gan, x_p], 0), None if y is None else torch.cat([y, y, y], 0))
+    if w.fm > 0:  # the same one call, also returning the feature map feature matching reads
+        d_out, feats = disc(*d_in, return_features=True)  # (3B,), (3B, c, h, w)
+        f_real, f_rec, _ = feats.split(b)
+        t["fm"] = (f_rec - f_real.detach()).pow(2).mean()  # reaches the decoder only (codes detached)
+    else:
+        d_out = disc(*d_in)  # (3B,)
+    d_real, d_rec, d_p = d_out.split(b)
+    t["d"], t["g"] = _d_terms(w, d_real, d_rec, d_p)
+    if w.r1 > 0:
+        t["r1"] = losses.r1_penalty(d_real, x_real)
+        t["d"] = t["d"] + w.r1 * t["r1"]
+    t["d_real"], t["d_rec"], t["d_sample"] = d_real.mean(), d_rec.mean(), d_p.mean()
+    t["d_gap"] = (d_real.mean() - d_p.mean()).detach()  # how far D tells real images from samples
     return t
 
 
