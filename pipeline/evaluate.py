@@ -41,8 +41,7 @@ def run_train_evaluator(params: Params, params_path: Path, data_dir: Path, out_d
     with stage_run("train_evaluator", params.model_dump(mode="json"), params_path) as tracker:
         tracker.log_dataset(data_dir, context="training")
         start = time.perf_counter()
-        training = EvaluatorTraining(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-                                     seed=params.seed)
+        training = EvaluatorTraining(**values_for(cfg, EvaluatorTraining), seed=params.seed)
         model = train_evaluator(np.asarray(ds.faces[tr]), labels[tr], training, progress=lambda r: tracker.log_metrics(
             {f"evaluator/{k}": v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])))
         metrics = {"evaluator_test_accuracy": accuracy(model, np.asarray(ds.faces[te]), labels[te]),

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from lrlivae.io import atomic_write_json
 from pipeline.params import Params
+from pipeline.schema import values_for
 from pipeline.tracking import stage_run
 
 EMPTY_METRICS = {"rows": 0, "ok": 0, "skipped": 0, "failed": 0, "malformed": 0, "complete": 0,
@@ -44,8 +45,7 @@ def run(params: Params, params_path: Path, lists: Sequence[str | Path], out_root
         return dict(EMPTY_METRICS)
     with stage_run("fetch_facescrub", params.model_dump(mode="json"), params_path) as tracker:
         tracker.set_tags({"lists": ",".join(str(p) for p in chosen)})
-        options = FetchOptions(workers=cfg.workers, per_host=cfg.per_host, timeout=cfg.timeout, retries=cfg.retries,
-                               backoff=cfg.backoff, max_bytes=cfg.max_bytes, env_proxy=cfg.env_proxy)
+        options = FetchOptions(**values_for(cfg, FetchOptions))
         summary = fetch_facescrub(chosen, out_root, options)
         metrics = summary.metrics()
         atomic_write_json(metrics_path, metrics)

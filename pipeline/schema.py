@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from lrlivae.fetch.download import FetchOptions
 from lrlivae.nn.config import DATA_FIELDS, ModelConfig
 from lrlivae.train.settings import TrainSettings
 from lrlivae.train.steps import LossWeights
@@ -220,17 +221,11 @@ TrainJointParams = section(
 
 
 # ---------------------------------------------------------------------------------------------- fetch_facescrub
-class FetchFaceScrubParams(Strict):
-    """Downloading FaceScrub from its list files (lrlivae.fetch.download.fetch_facescrub)."""
+class FetchFaceScrubParams(section("FetchSettings", "", library_fields(FetchOptions, exclude=(
+        "user_agent", "host_give_up", "progress")))):
+    """Downloading FaceScrub from its list files (lrlivae.fetch.download.fetch_facescrub, FetchOptions)."""
 
-    workers: int = Field(default=8, ge=1, le=256, description="concurrent downloads")
-    per_host: int = Field(default=2, ge=1, le=64, description="at most this many at a time from one host")
-    timeout: float = Field(default=10.0, gt=0, le=600, description="seconds for connecting and for each read")
-    retries: int = Field(default=3, ge=0, le=20, description="retries of transient failures")
-    backoff: float = Field(default=0.5, ge=0, le=60, description="first retry delay in seconds, doubled each retry")
-    max_bytes: int = Field(default=20_000_000, ge=1_000, le=2_000_000_000, description="larger bodies are rejected")
     lists: list[str] = Field(default=[], description="list files (facescrub_actors.txt, ...); --list overrides")
-    env_proxy: bool = Field(default=True, description="use HTTP_PROXY / HTTPS_PROXY / NO_PROXY; --no-env-proxy: off")
 
 
 class FinetuneSemiParams(section("FinetuneSemiSettings", "", library_fields(

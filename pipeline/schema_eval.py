@@ -7,6 +7,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from lrlivae.baselines import BaselineConfig, BaselineWeights
+from lrlivae.evaluate.classifier import EvaluatorTraining
 from lrlivae.evaluate.protocol import EvalProtocol
 from lrlivae.toy.train import ToyConfig
 from lrlivae.train.settings import TrainSettings
@@ -14,11 +15,9 @@ from pipeline.schema import PAPER_SYMBOLS, StageDevice, Strict, library_fields, 
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-class TrainEvaluatorParams(Strict):
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=32, ge=2)
-    lr: float = Field(default=0.05, gt=0)
-    optimizer: Literal["sgd", "adam"] = "sgd"
+class TrainEvaluatorParams(section("TrainEvaluatorSettings", "", library_fields(
+        EvaluatorTraining, only=("epochs", "batch_size", "lr", "optimizer")))):
+    """train_evaluator: the classifier behind IS and FCD (lrlivae.evaluate.classifier.EvaluatorTraining)."""
 
 
 class EvaluateParams(section("EvalSettings", "", library_fields(EvalProtocol))):

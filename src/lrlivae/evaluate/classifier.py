@@ -22,12 +22,13 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 
 from lrlivae.data.aligned import to_float_tensor
 from lrlivae.encode import eval_batch, evaluating
@@ -122,9 +123,9 @@ def augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 4, flip: boo
 class EvaluatorTraining:
     """The evaluator's training protocol (module docstring); the defaults are the protocol's."""
 
-    epochs: int = 30
-    batch_size: int = 32  # the last incomplete batch of an epoch is dropped
-    lr: float = 0.05  # peak learning rate, decayed to 0 along a cosine over all steps
+    epochs: Annotated[int, Field(ge=1)] = 30
+    batch_size: Annotated[int, Field(ge=2)] = 32  # the last incomplete batch of an epoch is dropped
+    lr: Annotated[float, Field(gt=0)] = 0.05  # peak learning rate, decayed to 0 along a cosine over all steps
     optimizer: Literal["sgd", "adam"] = "sgd"  # sgd: momentum 0.9, nesterov
     weight_decay: float = 5e-4
     max_shift: int = 4  # augmentation: random shift of up to +-max_shift px ...

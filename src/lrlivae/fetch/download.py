@@ -31,7 +31,9 @@ import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Annotated, Sequence
+
+from pydantic import Field
 
 from lrlivae.data.facescrub import IMAGE_EXTENSIONS, facescrub_folder_name, facescrub_image_stem, read_facescrub_rows
 from lrlivae.fetch.fetch_report import FetchProgress, FetchSummary, row_host
@@ -68,15 +70,17 @@ class FetchOptions:
     """How `fetch_facescrub` downloads: threads, the per-host cap, the HTTP client's limits and the retry
     policy (lrlivae.fetch.http_fetch), and whether a progress bar is shown."""
 
-    workers: int = 8  # download threads
-    per_host: int = 2  # rows of one host in flight at most
-    timeout: float = 10.0  # seconds
-    retries: int = 3  # more attempts of a url after a transient failure
-    backoff: float = 0.5  # seconds before the first retry, doubling (http_fetch.new_retry)
-    max_bytes: int = 20_000_000  # a longer body is a failed row
+    workers: Annotated[int, Field(ge=1, le=256, description="concurrent downloads")] = 8
+    per_host: Annotated[int, Field(ge=1, le=64, description="at most this many at a time from one host")] = 2
+    timeout: Annotated[float, Field(gt=0, le=600, description="seconds for connecting and for each read")] = 10.0
+    retries: Annotated[int, Field(ge=0, le=20, description="retries of transient failures")] = 3
+    backoff: Annotated[float, Field(ge=0, le=60, description="first retry delay in seconds, doubled each "
+                                                           "retry (http_fetch.new_retry)")] = 0.5
+    max_bytes: Annotated[int, Field(ge=1_000, le=2_000_000_000, description="larger bodies are rejected")] = 20_000_000
     user_agent: str = DEFAULT_USER_AGENT
     host_give_up: int = HOST_GIVE_UP  # a host whose last this many connection attempts failed is given up
-    env_proxy: bool = True  # proxies from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)
+    env_proxy: Annotated[bool, Field(description="use HTTP_PROXY / HTTPS_PROXY / NO_PROXY; --no-env-proxy: "
+                                                 "off")] = True
     progress: bool = True
 
     def check(self) -> None:
