@@ -195,7 +195,8 @@ ModelParams = section("ModelParams", "The architecture (lrlivae.nn.config.ModelC
 TRAIN_STAGES = ("train_gm", "train_joint", "finetune_semi")
 PAPER_SYMBOLS = ("lambda_lkd", "lambda_kl", "lambda_rec")  # top-level keys of params.yaml (with n_gm, seed)
 SHARED_SETTINGS = ("batch_size", "lr", "beta1", "beta2", "sigma_lr_decay", "sigma_lr_decay_epochs", "checkpoint_every",
-                   "log_every", "precision", "gm_shift", "gm_flip", "gm_color", "gm_refit", "dec_bn_refresh")
+                   "log_every", "precision", "gm_shift", "gm_flip", "gm_color", "gm_refit", "dec_bn_refresh",
+                   "dec_bn_match", "dec_bn_match_mode")
 SHARED_WEIGHTS = ("margin", "lkd_reduction")
 
 

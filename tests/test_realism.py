@@ -179,3 +179,84 @@ def test_reconstructions_use_the_statistics_of_encoder_codes():
     with reconstruction_statistics(model):
         assert all(m.use_rec for m in model.dec.modules() if hasattr(m, "rec_mean"))
     assert not any(m.use_rec for m in model.dec.modules() if hasattr(m, "rec_mean"))
+
+
+
+@pytest.mark.parametrize("mode", ["fixed", "renorm"])
+def test_decoder_batch_norms_on_the_statistics_of_use_give_eval_outputs_in_training(mode):
+    """fixed: eval mode's normalisation in training, statistics still; renorm: the same output, batch norm's
+    gradient, the statistics following the batches. Both: gradients reach the decoder, the train/eval gap is
+    0, the mode travels with the weights, a refresh keeps it."""
+    from lrlivae.nn.decoder import decoder_statistics, set_decoder_statistics
+    from lrlivae.train.bn_refresh import refresh_decoder_statistics
+
+    torch.manual_seed(0)
+    model = build_model(_cfg(dec_norm="batch"))
+    refresh_decoder_statistics(model, batches=2, batch_size=16, seed=0)
+    assert decoder_statistics(model) == "batch"
+    assert set_decoder_statistics(model, mode) > 0 and decoder_statistics(model) == mode
+    assert train_eval_gap(model, 4, n=16) < 1e-5
+    before = [b.clone() for n, b in model.dec.named_buffers() if "running" in n]
+    model.train()
+    out = model.generate(y=torch.arange(8) % 4, n=8, generator=torch.Generator().manual_seed(0)).x
+    out.mean().backward()  # gradients still reach the decoder's weights
+    assert all(p.grad is not None for p in model.dec.parameters())
+    after = [b for n, b in model.dec.named_buffers() if "running" in n]
+    moved = any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert moved == (mode == "renorm")
+    # the mode travels with the weights; a state dict without it (an earlier checkpoint) loads on batch statistics
+    state = model.state_dict()
+    twin = build_model(_cfg(dec_norm="batch"))
+    twin.load_state_dict(state)
+    assert decoder_statistics(twin) == mode
+    twin.load_state_dict({k: v for k, v in state.items() if not k.endswith("stats_mode")})
+    assert decoder_statistics(twin) == "batch"
+    refresh_decoder_statistics(model, batches=2, batch_size=16, seed=1)
+    assert decoder_statistics(model) == mode
+
+
+def test_renormalised_batch_norm_has_the_gradient_of_batch_norm():
+    """Batch renormalisation's gradient with respect to the input is batch norm's scaled by r = sigma_B /
+    sigma (per channel); its output is eval mode's."""
+    from lrlivae.nn.decoder import DecoderBatchNorm2d
+
+    torch.manual_seed(0)
+    bn = DecoderBatchNorm2d(3)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.5, -0.2, 0.1]))
+        bn.running_var.copy_(torch.tensor([2.0, 0.5, 1.0]))
+        bn.weight.copy_(torch.tensor([1.5, 0.7, 1.0]))
+    x = torch.randn(8, 3, 4, 4) * 1.3 + 0.4
+    bn.eval()
+    expected = bn(x).detach()
+    mean0, var0 = bn.running_mean.clone(), bn.running_var.clone()
+    bn.train()
+    bn.stats_mode.fill_(2)
+    xr = x.clone().requires_grad_(True)
+    yr = bn(xr)
+    torch.testing.assert_close(yr, expected, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(yr)
+    (yr * g).sum().backward()
+    bn.stats_mode.fill_(0)
+    xb = x.clone().requires_grad_(True)
+    (bn(xb) * g).sum().backward()
+    r = ((x.var((0, 2, 3), unbiased=False) + bn.eps).sqrt() / (var0 + bn.eps).sqrt()).view(1, 3, 1, 1)
+    torch.testing.assert_close(xr.grad, xb.grad * r, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(mean0, bn.running_mean)
+
+@pytest.mark.parametrize("head", [1, 2])
+def test_decoder_head_adds_full_resolution_convolutions(head):
+    base, more = build_model(_cfg(dec_up="resize")), build_model(_cfg(dec_up="resize", dec_head=head))
+
+    def full_res_convs(model):
+        sizes, hook = [], lambda m, i, o: sizes.append(o.shape[-1])
+        handles = [m.register_forward_hook(hook) for m in model.dec.modules() if isinstance(m, torch.nn.Conv2d)]
+        model.eval()
+        with torch.no_grad():
+            x = model.generate(y=0, n=2).x
+        for h in handles:
+            h.remove()
+        assert x.shape == (2, 3, 32, 32)
+        return sum(s == 32 for s in sizes)
+
+    assert full_res_convs(more) == full_res_convs(base) + head

@@ -309,3 +309,75 @@ def test_epoch_callback_runs_at_epoch_ends_at_most_max_times(tmp_path):
     inner = steps[:-1]  # the last step is always called
     assert all(b - a >= 100 // MAX_EPOCH_CALLS for a, b in zip(inner, inner[1:]))
     assert all(s % 2 == 0 for s in steps)  # epoch ends of a two-batch set
+
+
+
+def _match_trainer(path, faces, labels, steps=8, match=0.5, mode="renorm", **kw):
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model, disc = build_model(cfg), build_discriminator(cfg)
+    s = TrainSettings(mode="joint", steps=steps, batch_size=8, n_gm=1, checkpoint_every=2, log_every=1, seed=0,
+                      dec_bn_refresh=2, dec_bn_match=match, dec_bn_match_mode=mode)
+    return Trainer(model, disc, TrainData(faces, np.arange(len(faces)), labels), s,
+                   CheckpointSpec(path / "model.pt", "fp"), hooks=Hooks(kw.pop("log_fn", None)), **kw)
+
+
+def _dec_stats(model) -> list[torch.Tensor]:
+    return [b.clone() for n, b in model.dec.named_buffers() if n.endswith(("running_mean", "running_var",
+                                                                           "rec_mean", "rec_var"))]
+
+
+@pytest.mark.parametrize("mode", ["renorm", "fixed"])
+def test_decoder_trained_on_the_statistics_of_use_gives_users_what_training_saw(tmp_path, mode):
+    """dec_bn_match: for the last steps the decoder's batch norms give in training what they give in use,
+    from statistics refreshed at the switch (fixed: they stay; renorm: they follow the batches); training
+    goes on, no refresh at the end replaces them, and the protocol's train/eval gap (training mode as
+    training ran) is 0, where the same decoder on batch statistics differs."""
+    from lrlivae.evaluate.realism import train_eval_gap
+    from lrlivae.nn.decoder import decoder_statistics, set_decoder_statistics
+
+    faces, labels = tiny_data()
+    seen = {}
+
+    def watch(metrics, step):
+        if step == 5:  # the switch is before step 5 (8 steps, the last half)
+            seen["mode"] = decoder_statistics(t.model)
+            seen["stats"] = _dec_stats(t.model)
+            seen["weights"] = [p.detach().clone() for p in t.model.dec.parameters()]
+
+    t = _match_trainer(tmp_path, faces, labels, mode=mode, log_fn=watch)
+    t.run()
+    assert seen["mode"] == mode and decoder_statistics(t.model) == mode
+    moved = [not torch.equal(a, b) for a, b in zip(seen["stats"], _dec_stats(t.model))]
+    assert (any(moved) if mode == "renorm" else not any(moved))
+    assert any(not torch.equal(a, b) for a, b in zip(seen["weights"], t.model.dec.parameters()))
+    assert train_eval_gap(t.model, C, n=16) < 1e-5
+    assert load_checkpoint(tmp_path / "model.pt")["model"]["dec.fc.1.stats_mode"].item() == (2 if mode == "renorm" else 1)
+    # on batch statistics the same decoder's training mode differs: the setting is what makes the gap 0
+    set_decoder_statistics(t.model, "batch")
+    assert train_eval_gap(t.model, C, n=16) > 1e-3
+    # a later stage without the setting starts on batch statistics again
+    set_decoder_statistics(t.model, mode)
+    later = _match_trainer(tmp_path / "later", faces, labels, match=0.0)
+    later.model.load_state_dict(t.model.state_dict())
+    later._start()
+    assert decoder_statistics(later.model) == "batch"
+
+
+@pytest.mark.parametrize("kill_at", [3, 5, 7])
+def test_resume_across_the_statistics_switch_ends_with_identical_weights(tmp_path, kill_at):
+    faces, labels = tiny_data()
+    full = _match_trainer(tmp_path / "a", faces, labels)
+    full.run()
+
+    def die(metrics, step):
+        if step == kill_at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _match_trainer(tmp_path / "b", faces, labels, log_fn=die).run()
+    resumed = _match_trainer(tmp_path / "b", faces, labels)
+    resumed.run()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)

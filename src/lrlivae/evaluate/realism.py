@@ -17,8 +17,9 @@ Each figure has a fixed protocol (the `evaluate` stage runs it for Lr-LiVAE and 
 - two_sample_accuracy: a fresh small CNN (`TwoSampleConfig`) learns to tell real training crops from
   samples on one half of each, and is scored on the other half: 0.5 means the two cannot be told apart,
   1.0 means every sample is recognised as generated.
-- train_eval_gap: the same codes decoded in training mode (batch statistics: what the losses and the
-  discriminator see) and in eval mode (what users get), mean absolute difference on [-1, 1].
+- train_eval_gap: the same codes decoded in training mode (what the losses and the discriminator see at
+  the end of training: batch statistics, or eval mode's statistics where the stage trained on them,
+  TrainSettings.dec_bn_match) and in eval mode (what users get), mean absolute difference on [-1, 1].
 """
 from __future__ import annotations
 
@@ -151,11 +152,14 @@ def two_sample_accuracy(real_u8: np.ndarray, fake_u8: np.ndarray, seed: int = 0,
 def train_eval_gap(model, n_classes: int, n: int = 64, seed: int = 0) -> float:
     """Mean |x_train - x_eval| of `n` samples (classes cycled) drawn with the same codes by a copy of
     `model` in training mode and in eval mode (any model with `generate(y, n, generator)`); the model
-    itself is untouched (its batch-norm statistics do not move)."""
-    twin = copy.deepcopy(model)
+    itself is untouched (each mode runs on its own copy, so the statistics a training-mode pass moves are
+    not those the eval-mode pass reads). Training mode is the decoder as training
+    ran it last: a decoder whose batch norms were trained on eval mode's statistics for the end of its stage
+    (decoder.set_decoder_statistics) gives those there too."""
     y = torch.arange(n) % n_classes
     outs = []
-    for train_mode in (True, False):
+    for train_mode in (True, False):  # a fresh copy each: a training-mode pass moves the statistics it uses
+        twin = copy.deepcopy(model)
         twin.train(train_mode)
         with torch.no_grad():
             g = torch.Generator(device=twin.device).manual_seed(seed)

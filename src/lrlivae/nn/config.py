@@ -52,6 +52,9 @@ class ModelConfig:
                       (ignored by the paper architectures).
     dec_width:        the "small" decoder's own channel multiplier (None: `width`).
     dec_depth:        extra conv3x3-BN-ReLU layers at each scale of the "small" decoder (0: none).
+    dec_head:         conv3x3-norm-ReLU layers of the "small" decoder at the image's full resolution, between
+                      its last doubling (then to 16w channels, normalised) and a conv3x3 to the image channels
+                      (0: the last doubling goes straight to the image channels).
     dec_up:           how the decoder doubles the image: "transpose" (a 4x4 / 5x5 transposed convolution, the
                       paper) or "resize" (nearest-neighbour upsampling then a conv3x3; no checkerboard,
                       Odena et al. 2016).
@@ -83,6 +86,8 @@ class ModelConfig:
                                              "(None: width)")] = None
     dec_depth: Annotated[int, Field(ge=0, le=8, description="extra conv3x3 layers at each scale of the small "
                                     "decoder")] = 0
+    dec_head: Annotated[int, Field(ge=0, le=4, description="conv3x3 layers of the small decoder at full "
+                                   "resolution before its output conv (0: none)")] = 0
     dec_up: Annotated[DecUp, Field(description="decoder upsampling: transposed conv (paper) or nearest + "
                                    "conv3x3")] = "transpose"
     dec_norm: Annotated[DecNorm, Field(description="decoder normalisation: BatchNorm (paper), GroupNorm or none "
@@ -149,6 +154,7 @@ class ModelConfig:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         _check_int("dec_depth", self.dec_depth, minimum=0)
+        _check_int("dec_head", self.dec_head, minimum=0)
         for name, allowed in (("dec_up", DEC_UP), ("dec_norm", DEC_NORM), ("disc_pool", DISC_POOL)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")

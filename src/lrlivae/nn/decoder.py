@@ -8,7 +8,9 @@ image normalised on its own) or none ("none": convolutions with biases); with "g
 training-mode and eval-mode outputs are the same.
   small        fc(128w * s * s)-BN-ReLU, reshape to s x s (s = image_size / 16), then
                3 x [convT4x4 stride 2, BN, ReLU, dec_depth x (conv3x3, BN, ReLU)] with 64w, 32w, 16w
-               channels and convT4x4 stride 2 to the image channels, tanh (w: dec_width, else width).
+               channels and convT4x4 stride 2 to the image channels, tanh (w: dec_width, else width);
+               with dec_head > 0 the last doubling keeps 16w channels (BN, ReLU), dec_head - 1 more
+               conv3x3-BN-ReLU follow at full resolution, then a conv3x3 to the image channels.
   paper_faces  fc1024-BN-ReLU, fc(512 * s * s)-BN-ReLU, then the VGG16-BN groups in reverse:
                3 x conv3x3 512 at s x s; [convT 512, 2 x conv 512], [convT 256, 2 x conv 256],
                [convT 128, conv 128], [convT 64, conv 64] each group doubling the size; conv3x3 to the
@@ -30,27 +32,62 @@ from lrlivae.nn.config import ModelConfig
 GROUPS = 8  # GroupNorm groups of the "group" decoder
 
 
+STATS_MODES = ("batch", "fixed", "renorm")  # what a decoder batch norm normalises with in training mode
+
+
 class _TwoStatistics:
     """Batch norm whose eval mode keeps two sets of statistics: running_mean / running_var for decoding
     prior codes (generation) and rec_mean / rec_var for decoding encoder codes (reconstruction, swaps,
-    inpainting), chosen by `use_rec` (`reconstruction_statistics`). In training mode it is plain batch norm;
-    lrlivae.train.bn_refresh fills both sets at the end of training."""
+    inpainting), chosen by `use_rec` (`reconstruction_statistics`). lrlivae.train.bn_refresh fills both
+    sets at the end of training.
+
+    In training mode it normalises as `stats_mode` says (`set_decoder_statistics`, TrainSettings.dec_bn_match):
+      batch   plain batch norm (each batch's own statistics; the running ones follow them);
+      fixed   as eval mode, with the stored statistics, which no longer move;
+      renorm  batch renormalisation without clipping (Ioffe 2017): the output is eval mode's (the stored set),
+              the gradient flows through the batch's statistics as in batch norm, and the stored set follows
+              the batches it normalises (momentum).
+    With fixed and renorm what the losses see is what users get. `stats_mode` is a buffer: a checkpoint keeps
+    it, and a loaded model in training mode runs as its training ended."""
 
     use_rec = False
 
     def _add_rec(self) -> None:
         self.register_buffer("rec_mean", self.running_mean.clone())
         self.register_buffer("rec_var", self.running_var.clone())
+        self.register_buffer("stats_mode", torch.zeros((), dtype=torch.uint8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_rec and not self.training:
-            return F.batch_norm(x, self.rec_mean, self.rec_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
+        mode = 1 if not self.training else int(self.stats_mode)
+        if mode == 0:
+            return super().forward(x)
+        mean, var = (self.rec_mean, self.rec_var) if self.use_rec else (self.running_mean, self.running_var)
+        if mode == 1:
+            return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        return self._renorm(x, mean, var)
+
+    def _renorm(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        xf = x.float()
+        mu_b, var_b = xf.mean(dims), xf.var(dims, unbiased=False)
+        sigma_b, sigma = (var_b + self.eps).sqrt(), (var + self.eps).sqrt()
+        r, d = (sigma_b / sigma).detach(), ((mu_b - mean) / sigma).detach()
+        y = ((xf - mu_b.view(shape)) / sigma_b.view(shape) * r.view(shape) + d.view(shape))
+        y = y * self.weight.view(shape) + self.bias.view(shape)
+        with torch.no_grad():
+            n = x.numel() / x.shape[1]
+            m = self.momentum if self.momentum is not None else 0.1
+            mean.lerp_(mu_b.detach().to(mean.dtype), m)
+            var.lerp_((var_b.detach() * n / max(n - 1, 1)).to(var.dtype), m)
+        return y.to(x.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for k, src in (("rec_mean", "running_mean"), ("rec_var", "running_var")):
             if prefix + k not in state_dict and prefix + src in state_dict:  # a checkpoint with one set
                 state_dict[prefix + k] = state_dict[prefix + src]
+        if prefix + "stats_mode" not in state_dict and prefix + "running_mean" in state_dict:  # an earlier one
+            state_dict[prefix + "stats_mode"] = torch.zeros((), dtype=torch.uint8)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -78,6 +115,23 @@ def reconstruction_statistics(model) -> Iterator[None]:
     finally:
         for m in bns:
             m.use_rec = False
+
+
+def set_decoder_statistics(model, mode: str) -> int:
+    """What every batch norm of `model.dec` normalises with in training mode: "batch", "fixed" or "renorm"
+    (_TwoStatistics). Returns their number."""
+    if mode not in STATS_MODES:
+        raise ValueError(f"decoder statistics mode must be one of {STATS_MODES}, got {mode!r}")
+    bns = [m for m in model.dec.modules() if isinstance(m, _TwoStatistics)]
+    for m in bns:
+        m.stats_mode.fill_(STATS_MODES.index(mode))
+    return len(bns)
+
+
+def decoder_statistics(model) -> str:
+    """The training-mode statistics of the decoder's batch norms (`set_decoder_statistics`; "batch" if none)."""
+    modes = {int(m.stats_mode) for m in model.dec.modules() if isinstance(m, _TwoStatistics)}
+    return STATS_MODES[modes.pop()] if len(modes) == 1 else "batch"
 
 
 def norm(kind: str, c: int, dims: int = 2) -> nn.Module:
@@ -134,7 +188,13 @@ class Decoder(nn.Module):
                 convs += ucr(c_in, c_out, 4)
                 for _ in range(cfg.dec_depth):
                     convs += ccr(c_out, c_out, 3)
-            convs += upsample(c1, out_c, 3 if up == "resize" else 4, up, bias=True)
+            if cfg.dec_head > 0:  # the last doubling keeps c1 channels; conv3x3 layers at full resolution
+                convs += ucr(c1, c1, 4)
+                for _ in range(cfg.dec_head - 1):
+                    convs += ccr(c1, c1, 3)
+                convs.append(nn.Conv2d(c1, out_c, 3, 1, 1))
+            else:
+                convs += upsample(c1, out_c, 3 if up == "resize" else 4, up, bias=True)
         elif cfg.arch == "paper_faces":
             fc = [*fc_bn_relu(z_dim, cfg.enc_hidden_size, nk), *fc_bn_relu(cfg.enc_hidden_size, 512 * side * side, nk)]
             start = 512

@@ -47,6 +47,10 @@ def refresh_decoder_statistics(model, batches: int, batch_size: int, seed: int =
         return 0
     was_training = model.training
     momenta = [m.momentum for m in bns]
+    modes = [int(m.stats_mode) if hasattr(m, "stats_mode") else 0 for m in bns]
+    for m in bns:  # statistics used in training (decoder.set_decoder_statistics) are re-estimated too
+        if hasattr(m, "stats_mode"):
+            m.stats_mode.fill_(0)
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     two_sets = all(hasattr(m, "rec_mean") for m in bns)
@@ -74,7 +78,9 @@ def refresh_decoder_statistics(model, batches: int, batch_size: int, seed: int =
         for m in bns:  # nothing to reconstruct: one set for both uses
             m.rec_mean.copy_(m.running_mean)
             m.rec_var.copy_(m.running_var)
-    for m, momentum in zip(bns, momenta):
+    for m, momentum, mode in zip(bns, momenta, modes):
         m.momentum = momentum
+        if hasattr(m, "stats_mode"):
+            m.stats_mode.fill_(mode)
     model.train(was_training)
     return len(bns)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrlivae.nn.decoder import decoder_statistics, set_decoder_statistics
 from lrlivae.train import distributed as ddp
 from lrlivae.train.augment import gm_augment
 from lrlivae.train.batches import BatchFeed
@@ -208,6 +209,7 @@ class Trainer(BatchFeed):
                        disable=not self.dist.is_main, mininterval=2.0)
         log, epoch_calls = LogWindow(), EpochCalls(s.steps, start=self.step)
         while self.step < s.steps:
+            self._maybe_match_decoder()
             epoch_before = epoch_sampler.epoch if epoch_sampler.position < epoch_sampler.batches_per_epoch \
                 else epoch_sampler.epoch + 1
             log.add(self._iteration())
@@ -235,6 +237,28 @@ class Trainer(BatchFeed):
             ddp.broadcast_state(m)
         if self.try_resume() and self.dist.is_main:
             print(f"resuming from {self.checkpoint_path} at step {self.step}/{self.s.steps}", flush=True)
+        start = self._match_start()
+        if self.s.mode != "gm" and (start is None or self.step <= start):  # batch statistics until the switch
+            set_decoder_statistics(self.model, "batch")
+
+    def _match_start(self) -> int | None:
+        """The step from which the decoder's batch norms give in training what they give in use
+        (TrainSettings.dec_bn_match)."""
+        s = self.s
+        if s.mode == "gm" or s.dec_bn_match <= 0:
+            return None
+        return s.steps - max(1, round(s.dec_bn_match * s.steps))
+
+    def _maybe_match_decoder(self) -> None:
+        """At the switch step: refresh the decoder's statistics from the current weights (train.bn_refresh),
+        then train on them (decoder.set_decoder_statistics, TrainSettings.dec_bn_match_mode)."""
+        start = self._match_start()
+        if start is None or self.step < start or decoder_statistics(self.model) != "batch":
+            return
+        ddp.average_buffers(self.model, self.dist.world)
+        refresh_decoder_statistics(self.model, max(1, self.s.dec_bn_refresh), self.s.batch_size, seed=self.s.seed,
+                                   images=self._refresh_images())
+        set_decoder_statistics(self.model, self.s.dec_bn_match_mode)
 
     def _iteration(self) -> dict:
         """One iteration of the mode: GM steps (train_gm), Algorithm 1 (n_gm GM steps, then the joint
@@ -261,7 +285,9 @@ class Trainer(BatchFeed):
 
     def _finish(self) -> None:
         s = self.s
-        if s.mode != "gm" and s.dec_bn_refresh > 0:  # eval-mode samples as training made them (train.bn_refresh)
+        # eval-mode samples as training made them (train.bn_refresh); statistics the decoder used in training
+        # for the last steps (dec_bn_match) are already what it was trained with
+        if s.mode != "gm" and s.dec_bn_refresh > 0 and decoder_statistics(self.model) == "batch":
             refresh_decoder_statistics(self.model, s.dec_bn_refresh, s.batch_size, seed=s.seed,
                                        images=self._refresh_images())
         self.save(finished=True)

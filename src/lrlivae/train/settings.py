@@ -37,6 +37,14 @@ class TrainSettings:
     dec_bn_refresh: Annotated[int, Field(ge=0, le=100_000, description="modes joint / semi: at the end, recompute "
                                          "the decoder's batch-norm statistics over this many batches of prior "
                                          "samples (train.bn_refresh; 0: off)")] = 100
+    dec_bn_match: Annotated[float, Field(ge=0, lt=1, description="modes joint / semi: for this fraction of the "
+                                         "stage's last steps the decoder's batch norms give in training what they "
+                                         "give in use (statistics refreshed as dec_bn_refresh first, then "
+                                         "dec_bn_match_mode), so the losses and D see the decoder users get "
+                                         "(0: off)")] = 0.0
+    dec_bn_match_mode: Annotated[Literal["renorm", "fixed"], Field(
+        description="renorm: batch renormalisation (eval mode's output, batch norm's gradient, the statistics "
+        "follow the batches); fixed: eval mode, the statistics fixed (nn.decoder._TwoStatistics)")] = "renorm"
     sigma_lr_decay: Annotated[float, Field(gt=0, le=1, description="the GM variances' learning rate is "
                                            "multiplied by this ...")] = 0.01
     sigma_lr_decay_epochs: Annotated[float, Field(ge=0, description="... after this many epochs of GM steps "

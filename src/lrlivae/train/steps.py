@@ -33,6 +33,7 @@ from pydantic import Field
 from torch.func import functional_call
 
 from lrlivae import losses
+from lrlivae.nn.decoder import reconstruction_statistics
 from lrlivae.priors import ambiguous_gaussian, randn
 
 
@@ -166,13 +167,15 @@ def joint_forward(model, disc, x: torch.Tensor, y: torch.Tensor | None, w: LossW
     zs_dim = zs.shape[1]
     dec = lambda z: model.dec(z[:, :zs_dim], z[:, zs_dim:])  # noqa: E731  (B, zs+zu) -> (B, C, H, W)
     z_rec = torch.cat([scale_grad(zs, w.rec_s / w.rec_dec), scale_grad(zu, w.lambda_rec / w.rec_dec)], 1)
-    x_rec = dec(z_rec)  # line 19
+    with reconstruction_statistics(model):  # decoder statistics of use (dec_bn_match): those of encoder codes
+        x_rec = dec(z_rec)  # line 19
     t["rec"] = losses.rec_loss(x, x_rec, w.rec_reduction)
     gan = w.gan_g > 0 and disc is not None
     if gan:
         # Separate decoder calls: batch norm couples the rows of a batch, so the images the discriminator
         # judges must come from batches that hold no encoder-dependent code. x_gan equals x_rec in value.
-        x_gan = dec(torch.cat([zs, zu], 1).detach())
+        with reconstruction_statistics(model):
+            x_gan = dec(torch.cat([zs, zu], 1).detach())
     if gan or w.cyc_s > 0 or w.cyc_u > 0:
         zs_p = target_mu + torch.exp(0.5 * target_logvar) * randn(tuple(zs.shape), generator=generator,
                                                                    device=zs.device, dtype=zs.dtype)  # line 20
@@ -261,7 +264,8 @@ def d_step(model, disc, opt_d: torch.optim.Optimizer, x: torch.Tensor, y: torch.
             mu, logvar = model.enc_u(x)
             zu = mu + torch.exp(0.5 * logvar) * randn(tuple(mu.shape), generator=generator, device=x.device,
                                                       dtype=mu.dtype)
-            fakes.insert(0, model.dec(model.enc_s(x), zu))
+            with reconstruction_statistics(model):
+                fakes.insert(0, model.dec(model.enc_s(x), zu))
     x_real = x.detach().requires_grad_(True) if w.r1 > 0 else x
     n = 1 + len(fakes)
     d_out = disc(torch.cat([x_real, *fakes], 0), None if y is None else torch.cat([y] * n, 0)).split(b)
