@@ -150,7 +150,7 @@ def test_server_killed_mid_stage_loses_nothing_and_sync_logs_it(workdir, monkeyp
         # the stage finished and wrote its outputs; it says what was not logged and where it is kept
         metrics = json.loads((workdir / "reports/train_gm.json").read_text())
         assert (workdir / "models/train_gm/model.pt").exists() and (workdir / "reports/curves/train_gm.json").exists()
-        assert "MLflow did not get" in out and "the model lrlivae-train_gm" in out and "mlflow-sync" in out
+        assert "MLflow did not get" in out and "model lrlivae-train_gm" in out and "mlflow-sync" in out
         (record,) = pending_records(workdir)
         rec = json.loads((record / "record.json").read_text())
         assert rec["run_id"] and "model lrlivae-train_gm" not in rec["done"] and (record / rec["models"][0]["file"]).exists()
