@@ -74,7 +74,6 @@ def _load_matching(model, state: dict) -> int:
 
 
 def run_variant(v: dict, base: dict, args: dict) -> list[dict]:
-    import numpy as np
     import torch
 
     from lrlivae.data.aligned import AlignedFaces

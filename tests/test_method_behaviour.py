@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lrlivae.data.aligned import AlignedWriter, to_float_tensor, to_uint8_images
+from lrlivae.data.aligned import AlignedWriter, to_uint8_images
 from lrlivae.evaluate.swap import swap_images
 from pipeline.cli import app
 from pipeline.training import load_model
